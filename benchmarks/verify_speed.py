@@ -1,0 +1,146 @@
+"""verify_speed: how fast `ckpttool verify` judges a vit_base-sized checkpoint, against its floors.
+
+Contract
+  Builds a random-init timm ``vit_base_patch16_224`` (86M parameters) once, saved both as
+  ``.safetensors`` and as a torch-zip ``.pth.tar``, and measures in the same run, per format:
+    * cli      -- wall time of the whole ``ckpttool verify FILE`` process (import, load, verdict, hash)
+    * verdict  -- the in-process verdict (load + statistics + judge), no interpreter start
+    * floor    -- reading every byte of the file once (page cache warm): no tool can beat it
+    * naive    -- ``torch.load`` (or safetensors ``load_file``) then ``.std()`` per tensor: the old guard's cost
+    * rss      -- peak RSS of the cli process above that of a bare ``python -c 'import torch'``,
+                  as a multiple of the file size
+  Each figure is the median of --repeat runs. Targets on 2 CPU cores (issue 2): cli < 2 s,
+  verdict < 1 s, rss excess < 1.5x the file size.
+
+Usage: python benchmarks/verify_speed.py [--repeat 5] [--workdir DIR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_RSS_WRAPPER = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(0)"
+)
+
+
+def build_files(workdir: Path) -> dict[str, Path]:
+    import timm
+    import torch
+
+    from ckpttool.saving import save_checkpoint
+
+    torch.manual_seed(0)
+    sd = timm.create_model("vit_base_patch16_224", pretrained=False).state_dict()
+    out = {}
+    for name in ("vit_base_random.safetensors", "vit_base_random.pth.tar"):
+        p = workdir / name
+        if not p.exists():
+            save_checkpoint(p, sd, metadata={"arch": "vit_base_patch16_224", "bench": True})
+        out[name.split(".", 1)[1]] = p
+    return out
+
+
+def median_time(fn, repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def read_floor(path: Path) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(16 << 20):
+            pass
+
+
+def naive(path: Path) -> None:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(path)
+    else:
+        sd = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+    for t in sd.values():
+        if t.is_floating_point():
+            t.float().std()
+
+
+def in_process_verdict(path: Path) -> None:
+    from ckpttool.loading import load_checkpoint
+    from ckpttool.stats import compute_checkpoint_stats
+    from ckpttool.verdict import judge
+
+    with load_checkpoint(path) as ckpt:
+        judge(compute_checkpoint_stats(ckpt))
+
+
+def cli(path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "ckpttool", "verify", "--expect", "any", str(path)], capture_output=True)
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"ckpttool verify failed: {r.stderr.decode()}")
+
+
+def peak_rss(argv: list[str]) -> int:
+    r = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *argv], capture_output=True, text=True, check=True)
+    return int(r.stdout.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ckpttool-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = build_files(workdir)
+    bare = statistics.median(peak_rss([sys.executable, "-c", "import torch"]) for _ in range(3))
+    rows = []
+    for fmt, path in files.items():
+        size = path.stat().st_size
+        read_floor(path)  # warm the page cache so every figure reads from memory
+        row = {
+            "format": fmt,
+            "size_mb": size / 1e6,
+            "floor_s": median_time(lambda: read_floor(path), args.repeat),
+            "naive_s": median_time(lambda: naive(path), args.repeat),
+            "verdict_s": median_time(lambda: in_process_verdict(path), args.repeat),
+            "cli_s": median_time(lambda: cli(path), args.repeat),
+        }
+        rss = statistics.median(
+            peak_rss([sys.executable, "-m", "ckpttool", "verify", "--expect", "any", str(path)]) for _ in range(3)
+        )
+        row["rss_excess_x_file"] = (rss - bare) / size
+        row["rss_mb"] = rss / 1e6
+        rows.append(row)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    print(f"verify speed, vit_base_patch16_224 (86M params), medians of {args.repeat}; machine: {machine}")
+    print(f"bare 'import torch' peak RSS: {bare / 1e6:.0f} MB")
+    hdr = f"{'format':<12}{'size MB':>9}{'floor s':>9}{'naive s':>9}{'verdict s':>11}{'cli s':>8}{'verdict/naive':>15}{'RSS-torch / file':>18}"
+    print(hdr)
+    for r in rows:
+        print(
+            f"{r['format']:<12}{r['size_mb']:>9.0f}{r['floor_s']:>9.3f}{r['naive_s']:>9.3f}{r['verdict_s']:>11.3f}"
+            f"{r['cli_s']:>8.3f}{r['verdict_s'] / r['naive_s']:>15.2f}{r['rss_excess_x_file']:>18.2f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "bare_torch_rss": bare, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

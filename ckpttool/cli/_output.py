@@ -1,0 +1,52 @@
+"""The one place the CLI prints. Results go to stdout, warnings/errors/hints to stderr.
+
+Library code never prints; commands call these helpers with the library's dataclasses rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console  # rich only at the edge
+
+    return Console(stderr=stderr, soft_wrap=False, highlight=False)
+
+
+def stdout_console():
+    return _console(stderr=False)
+
+
+def stderr_console():
+    return _console(stderr=True)
+
+
+def emit_json(obj: Any) -> None:
+    """Machine-readable result on stdout (one JSON document)."""
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def hint(message: str) -> None:
+    click.echo(f"hint: {message}", err=True)
+
+
+def fail_line(message: str) -> None:
+    """The one line a user sees for a known error."""
+    click.echo(f"error: {message}", err=True)
+
+
+def is_json(fmt: str) -> bool:
+    return fmt == "json"
+
+
+def print_to_stdout(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -1,0 +1,84 @@
+"""`ckpttool backup PATH...` and `ckpttool backup list`.
+
+`backup` is a group whose default subcommand takes paths, so both spellings work. A file literally
+named ``list`` is backed up with ``ckpttool backup ./list``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ckpttool.cli._options import format_option
+from ckpttool.cli._output import emit_json, is_json, stdout_console
+from ckpttool.errors import InvalidArgumentError
+
+_DEFAULT = "_paths"
+
+
+class _DefaultGroup(click.Group):
+    """A group that runs its hidden default subcommand when the first word is not a subcommand."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [_DEFAULT, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("backup", cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def command():
+    """Back up init files into backup_old/ (content-addressed, never overwriting), or list backups.
+
+    \b
+    ckpttool backup PATH... [--reason TEXT] [--move] [--root DIR]
+    ckpttool backup list [--root DIR] [--format json]
+
+    The backup folder is ROOT/backup_old, ROOT defaulting to each file's own folder.
+    """
+
+
+@command.command(_DEFAULT, hidden=True)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--reason", default="", help="Why, stored in the record.")
+@click.option("--move", is_flag=True, help="Remove the original once the stored copy is verified.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder holding backup_old/ (default: each file's folder).")
+@format_option
+def _backup_paths(paths, reason, move, root, fmt):
+    from ckpttool.backup import backup_file
+
+    records = [backup_file(p, reason=reason, move=move, root=root) for p in paths]
+    if is_json(fmt):
+        emit_json({"backups": [r.to_dict() for r in records]})
+        return
+    con = stdout_console()
+    for r in records:
+        action = "moved" if r.moved else "copied"
+        con.print(f"{action} {r.original_path} -> {r.backup_dir / r.object_path}")
+        con.print(f"  id {r.id}  sha256 {r.sha256}  verdict {r.verdict}")
+
+
+@command.command("list")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), default=Path("init_model"),
+              show_default=True, help="Folder holding backup_old/.")
+@format_option
+def _list(root, fmt):
+    """List the backups recorded under ROOT/backup_old, oldest first."""
+    from rich.table import Table
+
+    from ckpttool.backup import list_backups, resolve_backup_dir
+
+    backup_dir = resolve_backup_dir(root=root)
+    if not backup_dir.is_dir():
+        raise InvalidArgumentError(f"no backup folder {backup_dir}; pass --root DIR (the folder holding backup_old/)")
+    records = list_backups(backup_dir)
+    if is_json(fmt):
+        emit_json({"backup_dir": str(backup_dir), "backups": [r.to_dict() for r in records]})
+        return
+    table = Table(title=f"backups in {backup_dir}", title_justify="left")
+    for col in ("id", "original", "verdict", "size", "reason", "utc"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r.id, r.original_path, str(r.verdict), str(r.size), r.reason, r.created_utc)
+    stdout_console().print(table)

@@ -1,0 +1,48 @@
+"""`ckpttool inspect FILE`: per-tensor statistics."""
+
+from __future__ import annotations
+
+import click
+
+from ckpttool.cli._options import format_option
+from ckpttool.cli._output import emit_json, print_to_stdout
+from ckpttool.inspection import SORT_COLUMNS, inspect_file, select_tensors
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose name matches, e.g. 'blocks.0.*'.")
+@click.option("--sort", type=click.Choice(SORT_COLUMNS), help="Sort by a column (numbers descending).")
+@click.option("--top", type=click.IntRange(min=1), help="Show only the first N rows.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write std and spectral ratio along depth as PNG.")
+@format_option
+def command(file: str, pattern: str | None, sort: str | None, top: int | None, plot_path: str | None, fmt: str) -> None:
+    """Per-tensor statistics of FILE: mean, std, kurtosis, zeros, spectral ratio, status."""
+    report = inspect_file(file)
+    rows = select_tensors(report.tensors, pattern=pattern, sort=sort, top=top)
+    if plot_path:
+        from ckpttool.plot import save_depth_plot
+
+        save_depth_plot(report.tensors, plot_path, title=str(report.path))
+    if fmt == "json":
+        d = report.to_dict()
+        keep = {t.name for t in rows}
+        d["tensors"] = [t for t in d["tensors"] if t["name"] in keep]
+        if sort or top:
+            order = {t.name: i for i, t in enumerate(rows)}
+            d["tensors"].sort(key=lambda t: order[t["name"]])
+        emit_json(d)
+        return
+    from ckpttool.report.text import render_tensor_table
+
+    print_to_stdout(render_tensor_table(rows, title=f"{report.path} ({report.format})"))
+    s = report.summary
+    status = ", ".join(f"{v} {k}" for k, v in s["by_status"].items())
+    dtypes = ", ".join(f"{v} {k}" for k, v in s["by_dtype"].items())
+    shown = f" ({len(rows)} shown)" if len(rows) != len(report.tensors) else ""
+    print_to_stdout(
+        f"{s['tensors']} tensors{shown}, {s['parameters']:,} values; {status}; dtypes: {dtypes}; "
+        f"sha256 {report.sha256}"
+    )
+    if plot_path:
+        click.echo(f"plot written to {plot_path}", err=True)

@@ -1,0 +1,291 @@
+"""The lock manifest of an init folder (``init_model/MANIFEST.json``) and its check.
+
+The manifest is tracked in git while the binaries are not. Per file (key: the path relative to the
+manifest's folder) it records the sha256, the size, the verdict the file must keep, and the
+provenance ``generate`` stored in the file. CI runs ``ckpttool verify --manifest``, which calls
+:func:`check_manifest`.
+
+Policy (also in ``init_model/README.md``): the check fails on a listed file that is missing, a
+sha256 that differs, or a verdict that differs from the recorded one (an unreadable file counts as
+a verdict mismatch). Checkpoint files present in the folder but not listed are reported as a
+warning and do not fail the check: an experiment folder may hold scratch files, and what CI pins is
+the listed set. ``backup_old/``, dot-files and temp files are never considered.
+
+A manifest that cannot be parsed is a :class:`ManifestError`; it is never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckpttool.errors import CkptError, ManifestError
+
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_FORMAT = "ckpttool-init-manifest"
+MANIFEST_VERSION = 1
+# Folders next to the manifest that never hold pinned files.
+_IGNORED_DIRS = ("backup_old",)
+_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One pinned file."""
+
+    path: str  # relative to the manifest's folder, '/'-separated
+    sha256: str  # hex digest of the whole file
+    size: int  # bytes
+    expected_verdict: str  # "pretrained" | "random" | "partial" | ...: what check_manifest must see again
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # generate's metadata (plain types)
+
+    def to_dict(self) -> dict:
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "expected_verdict": self.expected_verdict,
+            "provenance": dict(self.provenance),
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest: entries sorted by path."""
+
+    path: Path
+    entries: tuple[ManifestEntry, ...] = ()
+
+    def get(self, rel_path: str) -> ManifestEntry | None:
+        return next((e for e in self.entries if e.path == rel_path), None)
+
+    def with_entry(self, entry: ManifestEntry) -> Manifest:
+        """A copy with ``entry`` added or replacing the one with the same path."""
+        rest = [e for e in self.entries if e.path != entry.path]
+        return Manifest(self.path, tuple(sorted([*rest, entry], key=lambda e: e.path)))
+
+    def to_dict(self) -> dict:
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "files": {e.path: e.to_dict() for e in self.entries},
+        }
+
+
+@dataclass(frozen=True)
+class HashMismatch:
+    path: str
+    expected: str
+    actual: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "expected": self.expected, "actual": self.actual}
+
+
+@dataclass(frozen=True)
+class VerdictMismatch:
+    path: str
+    expected: str
+    actual: str  # a verdict, or "unreadable"
+    reason: str  # the verdict's one-sentence evidence, or why the file could not be read
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "expected": self.expected, "actual": self.actual, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    """Result of :func:`check_manifest`; every list sorted by path (a diff, like model_signing's)."""
+
+    manifest: Path
+    checked: tuple[str, ...]  # listed files that exist and were checked
+    missing: tuple[str, ...]  # listed, not on disk -> fails
+    sha256_mismatches: tuple[HashMismatch, ...]  # -> fails
+    verdict_mismatches: tuple[VerdictMismatch, ...]  # -> fails
+    unlisted: tuple[str, ...]  # on disk, not listed -> warning only
+
+    @property
+    def passed(self) -> bool:
+        return not (self.missing or self.sha256_mismatches or self.verdict_mismatches)
+
+    def to_dict(self) -> dict:
+        return {
+            "manifest": str(self.manifest),
+            "passed": self.passed,
+            "checked": list(self.checked),
+            "missing": list(self.missing),
+            "sha256_mismatches": [m.to_dict() for m in self.sha256_mismatches],
+            "verdict_mismatches": [m.to_dict() for m in self.verdict_mismatches],
+            "unlisted": list(self.unlisted),
+        }
+
+
+def manifest_path_for(path: str | Path) -> Path:
+    """The manifest that pins ``path``: ``MANIFEST.json`` in the same folder."""
+    return Path(path).parent / MANIFEST_NAME
+
+
+def read_manifest(path: str | Path, *, missing_ok: bool = False) -> Manifest:
+    """Parse a manifest.
+
+    Args:
+        path: the MANIFEST.json file.
+        missing_ok: return an empty manifest when the file does not exist (generate creates it).
+
+    Raises:
+        ManifestError: missing (unless ``missing_ok``), not JSON, or not in the expected shape.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return Manifest(path)
+        raise ManifestError(f"manifest {path} does not exist; create it with `ckpttool generate`") from None
+    except OSError as e:
+        raise ManifestError(f"cannot read manifest {path}: {e.strerror or e}") from e
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _corrupt(path, f"not valid JSON ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise _corrupt(path, f"not a {MANIFEST_FORMAT} document")
+    if doc.get("version") != MANIFEST_VERSION:
+        raise _corrupt(path, f"unsupported version {doc.get('version')!r} (this ckpttool reads {MANIFEST_VERSION})")
+    files = doc.get("files")
+    if not isinstance(files, dict):
+        raise _corrupt(path, "'files' is not an object")
+    entries = []
+    for rel, item in files.items():
+        try:
+            entries.append(ManifestEntry(
+                path=str(rel),
+                sha256=_str(item["sha256"]),
+                size=int(item["size"]),
+                expected_verdict=_str(item["expected_verdict"]),
+                provenance=dict(item.get("provenance") or {}),
+            ))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _corrupt(path, f"entry {rel!r} is malformed ({type(e).__name__}: {e})") from e
+    return Manifest(path, tuple(sorted(entries, key=lambda e: e.path)))
+
+
+def save_manifest(manifest: Manifest) -> None:
+    """Write ``manifest`` atomically (sorted keys, trailing newline: stable git diffs)."""
+    from ckpttool._atomic import atomic_write
+
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n"
+    with atomic_write(manifest.path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def update_manifest(manifest_path: str | Path, entry: ManifestEntry) -> Manifest:
+    """Add or replace ``entry`` under the manifest's lock; creates the manifest if missing.
+
+    Raises:
+        ManifestError: the existing manifest is corrupted (it is left byte-identical).
+    """
+    from ckpttool.locking import file_lock
+
+    manifest_path = Path(manifest_path)
+    with file_lock(manifest_path):
+        updated = read_manifest(manifest_path, missing_ok=True).with_entry(entry)
+        save_manifest(updated)
+    return updated
+
+
+def judge_checkpoint_file(path: str | Path, *, include_head: bool = False):
+    """Verdict of one file on disk (safe load -> statistics -> verdict).
+
+    Returns:
+        ckpttool.verdict.Verdict
+
+    Raises:
+        CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError: from loading.
+    """
+    from ckpttool.loading import load_checkpoint
+    from ckpttool.stats import compute_checkpoint_stats
+    from ckpttool.verdict import judge
+
+    with load_checkpoint(path) as ckpt:
+        stats = compute_checkpoint_stats(ckpt)
+    return judge(stats, include_head=include_head)
+
+
+def check_manifest(manifest_path: str | Path) -> ManifestCheck:
+    """Check every file the manifest lists, and list checkpoint files it does not.
+
+    Args:
+        manifest_path: ``init_model/MANIFEST.json`` (or a folder holding one).
+
+    Returns:
+        A :class:`ManifestCheck`; ``passed`` is False on a missing file, a sha256 mismatch or a
+        verdict that differs from the recorded one. Unlisted files are a warning only.
+
+    Raises:
+        ManifestError: the manifest is missing or unreadable.
+
+    Example:
+        >>> check = check_manifest("init_model/MANIFEST.json")  # doctest: +SKIP
+        >>> check.passed, check.missing
+        (True, ())
+    """
+    from ckpttool.hashing import file_sha256
+
+    manifest_path = Path(manifest_path)
+    if manifest_path.is_dir():
+        manifest_path = manifest_path / MANIFEST_NAME
+    manifest = read_manifest(manifest_path)
+    folder = manifest_path.parent
+    checked, missing, hashes, verdicts = [], [], [], []
+    for entry in manifest.entries:
+        file = folder / entry.path
+        if not file.is_file():
+            missing.append(entry.path)
+            continue
+        checked.append(entry.path)
+        actual_sha = file_sha256(file)
+        if actual_sha != entry.sha256:
+            hashes.append(HashMismatch(entry.path, entry.sha256, actual_sha))
+        try:
+            verdict = judge_checkpoint_file(file)
+            actual, reason = verdict.verdict, verdict.reason
+        except CkptError as e:  # unreadable/unsafe: it cannot have the recorded verdict
+            actual, reason = "unreadable", str(e)
+        if actual != entry.expected_verdict:
+            verdicts.append(VerdictMismatch(entry.path, entry.expected_verdict, actual, reason))
+    listed = {e.path for e in manifest.entries}
+    unlisted = sorted(p for p in _checkpoint_files(folder) if p not in listed)
+    return ManifestCheck(
+        manifest=manifest_path,
+        checked=tuple(sorted(checked)),
+        missing=tuple(sorted(missing)),
+        sha256_mismatches=tuple(sorted(hashes, key=lambda m: m.path)),
+        verdict_mismatches=tuple(sorted(verdicts, key=lambda m: m.path)),
+        unlisted=tuple(unlisted),
+    )
+
+
+def _checkpoint_files(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS and not d.startswith("."))
+        for name in filenames:
+            if name.startswith(".") or not name.endswith(_SUFFIXES):
+                continue
+            found.append((Path(dirpath) / name).relative_to(folder).as_posix())
+    return found
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _corrupt(path: Path, what: str) -> ManifestError:
+    return ManifestError(f"manifest {path} is corrupted: {what}; it was left unchanged; "
+                         f"fix it or restore it from git (`git checkout -- {path.name}`)")

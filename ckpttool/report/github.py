@@ -1,0 +1,27 @@
+"""GitHub Actions workflow commands: an ::error/::notice annotation per file."""
+
+from __future__ import annotations
+
+from ckpttool.verify import VerifyRun
+
+
+def _data(s: str) -> str:
+    # workflow-command escaping as GitHub documents it: messages escape %, CR, LF ...
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _prop(s: str) -> str:
+    # ... and property values (file=, title=) also ':' and ','
+    return _data(s).replace(":", "%3A").replace(",", "%2C")
+
+
+def render_github(run: VerifyRun) -> str:
+    lines = []
+    for f in run.files:
+        level = "notice" if f.passed else "error"
+        title = f"ckpttool verify: {f.verdict.verdict}"
+        msg = f.verdict.reason if f.passed else f"{f.failure_reason}. {f.verdict.reason}"
+        lines.append(f"::{level} file={_prop(str(f.path))},title={_prop(title)}::{_data(msg)}")
+    for e in run.errors:
+        lines.append(f"::error file={_prop(str(e.path))},title={_prop('ckpttool verify: unreadable')}::{_data(e.error)}")
+    return "\n".join(lines)

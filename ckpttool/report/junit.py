@@ -1,0 +1,31 @@
+"""JUnit XML: one testcase per file, so CI systems show each checkpoint as a test."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from ckpttool.verify import VerifyRun
+
+
+def render_junit(run: VerifyRun) -> str:
+    failures = sum(1 for f in run.files if not f.passed)
+    suite = ET.Element(
+        "testsuite",
+        name="ckpttool.verify",
+        tests=str(len(run.files) + len(run.errors)),
+        failures=str(failures),
+        errors=str(len(run.errors)),
+    )
+    for f in run.files:
+        case = ET.SubElement(suite, "testcase", classname="ckpttool.verify", name=str(f.path))
+        if not f.passed:
+            node = ET.SubElement(case, "failure", message=f.failure_reason or "failed", type=f.verdict.verdict)
+            node.text = f.verdict.reason
+        ET.SubElement(case, "system-out").text = (
+            f"verdict={f.verdict.verdict} expected={f.expected} sha256={f.sha256}"
+        )
+    for e in run.errors:
+        case = ET.SubElement(suite, "testcase", classname="ckpttool.verify", name=str(e.path))
+        ET.SubElement(case, "error", message=e.error, type=e.kind)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode")

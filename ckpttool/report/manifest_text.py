@@ -1,0 +1,17 @@
+"""Human text for `verify --manifest`: a sorted diff, one line per finding."""
+
+from __future__ import annotations
+
+from ckpttool.manifest import ManifestCheck
+
+
+def render_manifest_check(check: ManifestCheck) -> str:
+    lines = [f"manifest {check.manifest}: {len(check.checked)} file(s) checked"]
+    lines += [f"  missing            {p}" for p in check.missing]
+    for m in check.sha256_mismatches:
+        lines.append(f"  sha256 mismatch    {m.path}: expected {m.expected[:16]}…, found {m.actual[:16]}…")
+    for m in check.verdict_mismatches:
+        lines.append(f"  verdict mismatch   {m.path}: expected {m.expected}, found {m.actual} ({m.reason})")
+    lines += [f"  unlisted (warning) {p}" for p in check.unlisted]
+    lines.append("manifest OK" if check.passed else "manifest FAILED")
+    return "\n".join(lines)

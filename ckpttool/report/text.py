@@ -1,0 +1,99 @@
+"""Human text for `verify` and `inspect`, through rich. Returns strings so every renderer has one shape."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Sequence
+
+from ckpttool.stats import TensorStats
+from ckpttool.verify import FileReport, VerifyRun
+
+_VERDICT_STYLE = {"pretrained": "green", "random": "yellow", "partial": "magenta", "corrupt": "red"}
+
+
+def _console(buf: io.StringIO):
+    from rich.console import Console
+
+    return Console(file=buf, force_terminal=sys.stdout.isatty(), width=120, highlight=False, soft_wrap=True)
+
+
+def render_text(run: VerifyRun) -> str:
+    buf = io.StringIO()
+    con = _console(buf)
+    for f in run.files:
+        _render_file(con, f)
+    n_pass = sum(f.passed for f in run.files)
+    con.print(
+        f"{n_pass}/{len(run.files)} passed"
+        + (f", {len(run.errors)} unreadable" if run.errors else "")
+        + (" [green]OK[/]" if run.passed else " [red]FAILED[/]")
+    )
+    return buf.getvalue().rstrip("\n")
+
+
+def _render_file(con, f: FileReport) -> None:
+    v = f.verdict
+    mark = "[green]PASS[/]" if f.passed else "[red]FAIL[/]"
+    style = _VERDICT_STYLE.get(v.verdict, "white")
+    con.print(f"{mark} [bold]{f.path}[/]  [{style}]{v.verdict}[/] (expected {f.expected})", markup=True)
+    con.print(
+        f"     {v.tensors_trained} trained, {v.tensors_init_like} init-like, "
+        f"{v.tensors_init_constant} init-constant of {v.tensors_total} tensors"
+        f"{'' if v.head_included else ' (head excluded)'}; sha256 {f.sha256[:16]}…",
+        markup=False,
+    )
+    con.print(f"     {v.reason}", markup=False)
+    if v.untouched_groups:
+        con.print(f"     untouched: {', '.join(v.untouched_groups)}", markup=False)
+    if v.head:
+        head = ", ".join(f"{h.name} ({h.status})" for h in v.head)
+        con.print(f"     head: {head}", markup=False)
+    if f.wrapper or f.non_tensor_keys:
+        extra = []
+        if f.wrapper:
+            extra.append(f"unwrapped '{f.wrapper}'")
+        if f.non_tensor_keys:
+            extra.append(f"non-tensor entries: {', '.join(f.non_tensor_keys[:8])}")
+        con.print(f"     {'; '.join(extra)}", markup=False)
+    for r in f.rules:
+        con.print(f"     rule {'[green]ok[/]' if r.passed else '[red]FAILED[/]'}: ", end="")
+        con.print(r.message, markup=False)
+
+
+def _num(v: float | None, fmt: str = ".4g") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> str:
+    """The `inspect` table."""
+    from rich.table import Table
+
+    table = Table(title=title or None, show_lines=False, header_style="bold")
+    for col, just in (
+        ("name", "left"), ("shape", "left"), ("dtype", "left"), ("mean", "right"), ("std", "right"),
+        ("min", "right"), ("max", "right"), ("kurt", "right"), ("zeros", "right"), ("nonfin", "right"),
+        ("spec.ratio", "right"), ("status", "left"),
+    ):  # fmt: skip
+        table.add_column(col, justify=just, no_wrap=col != "name")
+    styles = {"trained": "green", "init-like": "yellow", "init-constant": "cyan", "nonfinite": "red"}
+    for t in tensors:
+        table.add_row(
+            t.name,
+            "x".join(map(str, t.shape)) or "scalar",
+            t.dtype,
+            _num(t.mean),
+            _num(t.std),
+            _num(t.min),
+            _num(t.max),
+            _num(t.kurtosis, ".3g"),
+            _num(t.zero_fraction, ".2f"),
+            str(t.nonfinite),
+            _num(t.spectral_ratio, ".3f"),
+            f"[{styles.get(t.status, 'white')}]{t.status}[/]",
+        )
+    buf = io.StringIO()
+    con = _console(buf)
+    con.width = 160
+    con.print(table)
+    return buf.getvalue().rstrip("\n")

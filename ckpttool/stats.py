@@ -1,0 +1,320 @@
+"""Per-tensor statistics: pure functions of one tensor, numpy only, accumulated in float64.
+
+Each tensor gets moments (mean, std, min, max, excess kurtosis, zero fraction, non-finite count)
+and, for matrices (``[out, fan_in]`` after reshaping, both sides >= 8), two scale-free structure
+signals: the spectral ratio (see ``ckpttool._spectral``) and the row-norm dispersion (the spread of
+row norms over what iid entries with that fan-in and kurtosis would give; ~1.0 for iid).
+
+From these, one status per tensor:
+
+- ``"nonfinite"``: NaN or Inf anywhere.
+- ``"init-constant"``: an exact init pattern: a constant (LayerNorm 1/0, zero biases, BatchNorm
+  buffers, layer-scale gammas), only a few distinct values, everything at <= 1e-4 scale (tokens and
+  jax-style biases at ~1e-6), a monotone vector, or a deterministic sin/cos table.
+- ``"trained"``: a matrix whose spectral ratio is clearly above 1, or a vector whose values cannot
+  come from a zero-mean iid init (clearly non-zero mean, e.g. trained norm gains, or heavy tails).
+- ``"init-like"``: a matrix that looks like iid random entries.
+- ``"too-small"``: nothing to judge: scalars, short vectors, random-looking vectors, integer
+  buffers other than all-zero ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ckpttool._spectral import sample_matrix, spectral_ratio
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ckpttool.loading import Checkpoint, TensorInfo
+
+STATUSES = ("trained", "init-like", "init-constant", "nonfinite", "too-small")
+
+MIN_MATRIX_SIDE = 8
+"""Both sides of ``[out, fan_in]`` must reach this for a tensor to be judged as a matrix."""
+
+SPECTRAL_TRAINED = 1.3
+"""Spectral ratio at or above which a matrix with both sides >= 32 counts as trained. iid inits
+measure <= 1.10 at that size (2000 draws, normal and uniform; worst of 17 timm random inits 1.14)."""
+
+SPECTRAL_TRAINED_SMALL = 1.5
+"""Threshold for an 8 x 8 matrix; between 8 and 32 the threshold falls as 1/sqrt(side). iid 8x8
+matrices reach 1.25 in 2000 draws (the ratio's noise grows as the matrix shrinks)."""
+
+
+def spectral_threshold(out: int, fan_in: int) -> float:
+    """Spectral ratio at or above which an ``[out, fan_in]`` matrix counts as trained.
+
+    Example:
+        >>> spectral_threshold(8, 8), spectral_threshold(768, 768)
+        (1.5, 1.3)
+    """
+    side = min(out, fan_in)
+    extra = (SPECTRAL_TRAINED_SMALL - 1.0) * math.sqrt(MIN_MATRIX_SIDE / side)
+    return max(SPECTRAL_TRAINED, 1.0 + extra)
+
+TINY_SCALE = 1e-4
+"""A tensor whose every entry is at most this in magnitude is an init pattern (tokens at 1e-6)."""
+
+MIN_VECTOR = 16
+"""Vectors shorter than this are too small to judge."""
+
+VECTOR_MEAN_Z = 10.0
+"""|mean| / (std / sqrt(n)) above which a vector cannot be a zero-mean iid init."""
+
+VECTOR_KURTOSIS = 3.0
+"""Excess kurtosis above which (and above 8 standard errors) a vector is heavy-tailed: trained."""
+
+_FEW_VALUES = 4
+_CHUNK = 1 << 16
+_KURTOSIS_EXACT = 1 << 20
+_UNIQUE_PROBE = 4096
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Statistics and status of one tensor.
+
+    Moments are over finite entries only (population std, excess kurtosis); ``None`` where they
+    do not apply (empty tensors, non-matrices for the structure signals).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    kurtosis: float | None  # excess kurtosis (0 for a Gaussian)
+    zero_fraction: float | None
+    nonfinite: int
+    spectral_ratio: float | None  # matrices only ([out, fan_in], both >= 8)
+    row_norm_dispersion: float | None  # matrices only; ~1 for iid entries
+    status: str  # one of STATUSES
+    note: str = ""  # why this status, in a few words
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists, None stays None -> null)."""
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+@dataclass(frozen=True)
+class _Moments:
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    kurtosis: float | None
+    zeros: int
+
+
+def _moments(flat: np.ndarray) -> _Moments | None:
+    """Exact float64 mean/std/min/max/zeros; None if anything is non-finite.
+
+    Power sums are accumulated chunk by chunk in float64 around a shift (no full float64 copy).
+    The excess kurtosis of tensors above ``_KURTOSIS_EXACT`` entries comes from a fixed strided
+    sample of about that many entries (standard error ~0.005 there).
+    """
+    n = flat.size
+    lo, hi = float(flat.min()), float(flat.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    zeros = n - int(np.count_nonzero(flat))
+    if lo == hi:
+        return _Moments(n, lo, 0.0, lo, hi, None, zeros)
+    shift = float(np.mean(flat[: min(n, 1024)], dtype=np.float64))
+    stride = max(1, n // _KURTOSIS_EXACT)
+    s1 = s2 = 0.0
+    for i in range(0, n, _CHUNK):
+        d = flat[i : i + _CHUNK].astype(np.float64)
+        d -= shift
+        s1 += float(d.sum())
+        s2 += float(np.dot(d, d))
+    m1 = s1 / n
+    m2 = max(s2 / n - m1 * m1, 0.0)
+    kurt = None
+    if n >= 4 and m2 > 0:
+        sub = flat[::stride] if stride > 1 else flat
+        c = sub.astype(np.float64)
+        c -= shift + m1
+        c2 = c * c
+        k2 = float(c2.mean())
+        k4 = float(np.dot(c2, c2)) / c.size
+        kurt = k4 / (k2 * k2) - 3.0 if k2 > 0 else None
+    return _Moments(n, shift + m1, math.sqrt(m2), lo, hi, kurt, zeros)
+
+
+def _squeezed_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def as_matrix(array: np.ndarray) -> np.ndarray | None:
+    """``array`` as ``[out, fan_in]`` (size-1 dims dropped), or None if not a matrix.
+
+    Args:
+        array: any-shaped array (conv ``[O, I, kh, kw]`` becomes ``[O, I*kh*kw]``).
+
+    Returns:
+        The 2-D view, or None when it has fewer than 2 dims or a side below ``MIN_MATRIX_SIDE``.
+    """
+    core = _squeezed_shape(array.shape)
+    if len(core) < 2:
+        return None
+    out = core[0]
+    fan_in = array.size // out
+    if out < MIN_MATRIX_SIDE or fan_in < MIN_MATRIX_SIDE:
+        return None
+    return array.reshape(out, fan_in)
+
+
+def _few_distinct(flat: np.ndarray) -> bool:
+    """True when the tensor holds at most a handful of distinct values (piecewise-constant init)."""
+    step = max(1, flat.size // _UNIQUE_PROBE)
+    if np.unique(flat[::step]).size > _FEW_VALUES:
+        return False
+    return np.unique(flat).size <= _FEW_VALUES
+
+
+def _is_sincos_table(mat: np.ndarray) -> bool:
+    """A deterministic sin/cos position table: entries in [-1, 1], every non-zero row (or column)
+    of exactly equal norm (sin^2 + cos^2 = 1 per frequency)."""
+    if float(np.max(np.abs(mat))) > 1.0 + 1e-5:
+        return False
+    for m in (mat, mat.T):
+        sq = np.einsum("ij,ij->i", m, m, dtype=np.float64)
+        sq = sq[sq > 1e-12]
+        if sq.size >= 2 and float(sq.max() - sq.min()) <= 1e-4 * float(sq.max()):
+            return True
+    return False
+
+
+def _row_norm_dispersion(sample: np.ndarray, kurtosis: float | None) -> float | None:
+    """Coefficient of variation of row norms over its iid expectation 0.5*sqrt((kurt+2)/fan_in)."""
+    if kurtosis is None:
+        return None
+    norms = np.sqrt(np.einsum("ij,ij->i", sample, sample, dtype=np.float64))
+    mean = float(norms.mean())
+    if mean == 0.0:
+        return None
+    expected = 0.5 * math.sqrt(max(kurtosis + 2.0, 1e-3) / sample.shape[1])
+    return float(norms.std() / mean) / expected
+
+
+def _vector_status(m: _Moments) -> tuple[str, str]:
+    n = m.count
+    if n < MIN_VECTOR or m.std == 0.0:
+        return "too-small", "short vector"
+    z = abs(m.mean) / (m.std / math.sqrt(n))
+    if z > VECTOR_MEAN_Z:
+        return "trained", f"non-zero mean (z={z:.0f})"
+    if m.kurtosis is not None and m.kurtosis > max(VECTOR_KURTOSIS, 8.0 * math.sqrt(24.0 / n)):
+        return "trained", f"heavy-tailed (kurtosis {m.kurtosis:.1f})"
+    return "too-small", "random-looking vector"
+
+
+def _is_monotone(flat: np.ndarray) -> bool:
+    d = np.diff(flat)
+    return bool(np.all(d >= 0) or np.all(d <= 0))
+
+
+def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
+    """Statistics and status of one tensor.
+
+    Args:
+        info: the tensor's name, shape, dtype and numel (``ckpttool.loading.TensorInfo`` or alike).
+        array: its values (float tensors as float32/float64; integer/bool buffers as such).
+
+    Returns:
+        A frozen ``TensorStats``.
+
+    Example:
+        >>> import numpy as np
+        >>> from types import SimpleNamespace
+        >>> w = np.ones(64, dtype=np.float32)
+        >>> info = SimpleNamespace(name="norm.weight", shape=(64,), dtype="float32", numel=64)
+        >>> compute_tensor_stats(info, w).status
+        'init-constant'
+    """
+    base = dict(name=info.name, shape=tuple(info.shape), dtype=str(info.dtype), numel=int(info.numel))
+    array = np.asarray(array)
+    flat = array.reshape(-1)
+
+    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, status, note) -> TensorStats:
+        if m is None:
+            vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
+        else:
+            vals = dict(mean=m.mean, std=m.std, min=m.min, max=m.max, kurtosis=m.kurtosis,
+                        zero_fraction=m.zeros / flat.size)
+        return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
+                           row_norm_dispersion=disp, status=status, note=note)
+
+    if flat.size == 0:
+        return make(None, status="too-small", note="empty")
+    if not np.issubdtype(flat.dtype, np.floating):
+        m = _moments(flat.astype(np.float64))
+        if m is not None and m.min == 0 and m.max == 0:
+            return make(m, status="init-constant", note="all zero")
+        return make(m, status="too-small", note="integer buffer")
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float32)
+        array = flat.reshape(array.shape)
+
+    m = _moments(flat)
+    if m is None:
+        finite = np.isfinite(flat)
+        bad = int(flat.size - np.count_nonzero(finite))
+        kept = flat[finite]
+        m_fin = _moments(kept) if kept.size else None
+        if m_fin is not None:  # zero fraction over the whole tensor, not the finite part
+            m_fin = _Moments(m_fin.count, m_fin.mean, m_fin.std, m_fin.min, m_fin.max, m_fin.kurtosis,
+                             m_fin.zeros)
+        return make(m_fin, nonfinite=bad, status="nonfinite", note=f"{bad} NaN/Inf")
+
+    if m.min == m.max:
+        return make(m, status="init-constant", note=f"constant {m.min:g}")
+    if max(abs(m.min), abs(m.max)) <= TINY_SCALE:
+        return make(m, status="init-constant", note=f"all within {TINY_SCALE:g}")
+    if flat.size >= MIN_VECTOR and _few_distinct(flat):
+        return make(m, status="init-constant", note="few distinct values")
+
+    mat = as_matrix(array)
+    if mat is None:
+        if flat.size >= MIN_VECTOR and _is_monotone(flat):
+            return make(m, status="init-constant", note="monotone sequence")
+        status, note = _vector_status(m)
+        return make(m, status=status, note=note)
+
+    sample = sample_matrix(mat)
+    if _is_sincos_table(sample):
+        return make(m, status="init-constant", note="sin/cos table")
+    ratio = spectral_ratio(sample)
+    disp = _row_norm_dispersion(sample, m.kurtosis)
+    if ratio is not None and ratio >= spectral_threshold(*mat.shape):
+        return make(m, ratio=ratio, disp=disp, status="trained", note=f"spectral ratio {ratio:.2f}")
+    return make(m, ratio=ratio, disp=disp, status="init-like", note="iid-like spectrum")
+
+
+def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:
+    """Statistics of every tensor of a checkpoint, in file order, one tensor in memory at a time.
+
+    Args:
+        ckpt: an open ``ckpttool.loading.Checkpoint``.
+
+    Returns:
+        One ``TensorStats`` per tensor.
+    """
+    return [compute_tensor_stats(info, array) for info, array in ckpt.iter_arrays()]
+
+
+def compute_stats_from_arrays(items: Iterable[tuple[Any, np.ndarray]]) -> list[TensorStats]:
+    """``compute_tensor_stats`` over ``(info, array)`` pairs (any source: files, state dicts)."""
+    return [compute_tensor_stats(info, array) for info, array in items]

@@ -1,0 +1,167 @@
+"""Checkpoint verdict: per-tensor statuses -> per-group findings -> pretrained/random/partial/corrupt.
+
+Rules (see design.md "The verdict"):
+
+- any non-finite value anywhere (head included) -> **corrupt**;
+- the classifier head is reported separately and left out unless ``include_head=True``;
+- a group's *judgeable* tensors are those with status ``trained`` or ``init-like`` (matrices, and
+  vectors that show training); init constants and too-small tensors say nothing either way, so a
+  group made only of them (``cls_token``, ``norm``, layer-scale gammas) is ``unjudged`` and never
+  makes a trained checkpoint partial;
+- a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has judgeable
+  tensors and none is trained;
+- no trained group -> **random**; trained groups and no untouched group -> **pretrained**;
+  both -> **partial**, naming the untouched groups.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ckpttool.grouping import group_of, is_head_tensor
+from ckpttool.stats import TensorStats
+
+VERDICTS = ("pretrained", "random", "partial", "corrupt")
+GROUP_STATUSES = ("trained", "untouched", "unjudged", "nonfinite")
+
+_MAX_NAMES = 5
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """Counts for one module group and what they add up to."""
+
+    name: str
+    tensors: int
+    trained: int
+    init_like: int
+    init_constant: int
+    status: str  # one of GROUP_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "name": self.name,
+            "tensors": self.tensors,
+            "trained": self.trained,
+            "init_like": self.init_like,
+            "init_constant": self.init_constant,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a checkpoint holds, with the counts and groups that say so."""
+
+    verdict: str  # one of VERDICTS
+    tensors_total: int  # tensors judged (head excluded unless head_included)
+    tensors_trained: int
+    tensors_init_like: int
+    tensors_init_constant: int
+    untouched_groups: tuple[str, ...]  # partial: the groups that look untouched
+    head: tuple[TensorStats, ...]  # classifier-head tensors, reported separately
+    head_included: bool
+    groups: tuple[GroupSummary, ...]
+    reason: str  # one sentence of evidence
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (head tensors as their stats dicts)."""
+        return {
+            "verdict": self.verdict,
+            "tensors_total": self.tensors_total,
+            "tensors_trained": self.tensors_trained,
+            "tensors_init_like": self.tensors_init_like,
+            "tensors_init_constant": self.tensors_init_constant,
+            "untouched_groups": list(self.untouched_groups),
+            "head": [s.to_dict() for s in self.head],
+            "head_included": self.head_included,
+            "groups": [g.to_dict() for g in self.groups],
+            "reason": self.reason,
+        }
+
+
+def _names(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_NAMES])
+    return shown + (f" and {len(items) - _MAX_NAMES} more" if len(items) > _MAX_NAMES else "")
+
+
+def _summarise_group(name: str, members: Sequence[TensorStats]) -> GroupSummary:
+    trained = sum(s.status == "trained" for s in members)
+    init_like = sum(s.status == "init-like" for s in members)
+    init_constant = sum(s.status == "init-constant" for s in members)
+    if any(s.status == "nonfinite" for s in members):
+        status = "nonfinite"
+    elif trained:
+        status = "trained"
+    elif init_like:
+        status = "untouched"
+    else:
+        status = "unjudged"
+    return GroupSummary(name, len(members), trained, init_like, init_constant, status)
+
+
+def _ratio_phrase(stats: Sequence[TensorStats]) -> str:
+    ratios = [s.spectral_ratio for s in stats if s.spectral_ratio is not None]
+    if not ratios:
+        return "no matrices"
+    return f"spectral ratio median {statistics.median(ratios):.2f}, max {max(ratios):.2f}"
+
+
+def judge(stats: Sequence[TensorStats], *, include_head: bool = False) -> Verdict:
+    """Decide what a checkpoint holds from its per-tensor statistics.
+
+    Args:
+        stats: one ``TensorStats`` per tensor (``compute_checkpoint_stats``), in file order.
+        include_head: count the classifier head in the verdict (it is always reported in ``head``).
+
+    Returns:
+        A frozen ``Verdict``.
+
+    Example:
+        >>> from ckpttool.stats import compute_checkpoint_stats  # doctest: +SKIP
+        >>> judge(compute_checkpoint_stats(ckpt)).verdict  # doctest: +SKIP
+        'pretrained'
+    """
+    head = tuple(s for s in stats if is_head_tensor(s.name))
+    body = list(stats) if include_head else [s for s in stats if not is_head_tensor(s.name)]
+
+    members: dict[str, list[TensorStats]] = {}
+    for s in body:
+        members.setdefault(group_of(s.name), []).append(s)
+    groups = tuple(_summarise_group(name, ms) for name, ms in members.items())
+
+    counts = dict(
+        tensors_total=len(body),
+        tensors_trained=sum(s.status == "trained" for s in body),
+        tensors_init_like=sum(s.status == "init-like" for s in body),
+        tensors_init_constant=sum(s.status == "init-constant" for s in body),
+    )
+    common = dict(head=head, head_included=include_head, groups=groups, **counts)
+
+    bad = [s.name for s in stats if s.status == "nonfinite"]
+    if bad:
+        total = sum(s.nonfinite for s in stats if s.status == "nonfinite")
+        return Verdict(verdict="corrupt", untouched_groups=(), reason=f"{total} NaN/Inf values in {len(bad)} tensor(s): {_names(bad)}.",
+                       **common)
+
+    trained = [g.name for g in groups if g.status == "trained"]
+    untouched = [g.name for g in groups if g.status == "untouched"]
+    judged = len(trained) + len(untouched)
+    if not trained:
+        if not judged:
+            reason = f"none of {len(body)} tensors can be judged (only init constants and small tensors)."
+        else:
+            reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
+                      f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
+        return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
+    if not untouched:
+        reason = (f"all {judged} judgeable groups are trained: {counts['tensors_trained']} of "
+                  f"{len(body)} tensors show training ({_ratio_phrase(body)}).")
+        return Verdict(verdict="pretrained", untouched_groups=(), reason=reason, **common)
+    reason = (f"{len(untouched)} of {judged} judgeable groups look untouched ({_names(untouched)}) "
+              f"while {len(trained)} are trained.")
+    return Verdict(verdict="partial", untouched_groups=tuple(untouched), reason=reason, **common)

@@ -1,0 +1,204 @@
+"""Verification: a file -> statistics -> verdict -> expectation and rules -> FileReport.
+
+This is the function the CLI, `generate`'s manifest check and the pruning runner's gate share.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ckpttool.errors import InvalidArgumentError
+from ckpttool.hashing import file_sha256
+from ckpttool.loading import load_checkpoint
+from ckpttool.rules import Rule, RuleResult, evaluate_rule, parse_rule
+from ckpttool.stats import TensorStats, compute_checkpoint_stats
+from ckpttool.verdict import Verdict, judge
+
+EXPECTATIONS = ("pretrained", "random", "any", "auto")
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """Everything `verify` knows about one file."""
+
+    path: Path
+    format: str  # "safetensors" | "torch-zip" | "torch-legacy"
+    sha256: str
+    verdict: Verdict
+    expected: str  # "pretrained" | "random" | "any" (after resolving "auto")
+    passed: bool
+    rules: tuple[RuleResult, ...]
+    wrapper: str | None  # which wrapper dict was unwrapped ('state_dict', 'model', ...)
+    stripped_prefixes: tuple[str, ...]
+    non_tensor_keys: tuple[str, ...]
+    metadata: dict  # provenance stored in the file by `generate`, if any
+    stats: tuple[TensorStats, ...]
+
+    @property
+    def failure_reason(self) -> str | None:
+        """Why the file failed, in one phrase; None when it passed."""
+        if self.passed:
+            return None
+        parts = []
+        if not verdict_meets(self.verdict.verdict, self.expected):
+            parts.append(f"verdict {self.verdict.verdict}, expected {self.expected}")
+        parts += [r.message for r in self.rules if not r.passed]
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        v = self.verdict
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "verdict": v.verdict,
+            "expected": self.expected,
+            "passed": self.passed,
+            "sha256": self.sha256,
+            "tensors_total": v.tensors_total,
+            "tensors_trained": v.tensors_trained,
+            "tensors_init_like": v.tensors_init_like,
+            "tensors_init_constant": v.tensors_init_constant,
+            "untouched_groups": list(v.untouched_groups),
+            "head": [h.name for h in v.head],
+            "head_included": v.head_included,
+            "reason": v.reason,
+            "rules": [r.to_dict() for r in self.rules],
+            "wrapper": self.wrapper,
+            "non_tensor_keys": list(self.non_tensor_keys),
+        }
+
+
+def resolve_expected(path: str | Path, expect: str) -> str:
+    """Turn ``auto`` into an expectation from the file name; pass the others through.
+
+    Example:
+        >>> resolve_expected("init_model/vit_small_cifar10_pretrained_init.pth.tar", "auto")
+        'pretrained'
+    """
+    if expect not in EXPECTATIONS:
+        raise InvalidArgumentError(f"unknown expectation {expect!r}; choose one of {', '.join(EXPECTATIONS)}")
+    if expect != "auto":
+        return expect
+    name = Path(path).name.lower()
+    if re.search(r"pretrain", name):
+        return "pretrained"
+    if re.search(r"random|scratch", name):
+        return "random"
+    return "any"
+
+
+def verdict_meets(verdict: str, expected: str) -> bool:
+    """``any`` accepts every verdict but ``corrupt``."""
+    return verdict != "corrupt" if expected == "any" else verdict == expected
+
+
+def verify_file(
+    path: str | Path,
+    *,
+    expect: str = "auto",
+    rules: Sequence[str | Rule] = (),
+    include_head: bool = False,
+) -> FileReport:
+    """Load ``path`` safely, judge it, and check it against ``expect`` and ``rules``.
+
+    Example:
+        >>> report = verify_file("init_model/vit_small_cifar10_pretrained_init.pth.tar")  # doctest: +SKIP
+        >>> report.verdict.verdict, report.passed  # doctest: +SKIP
+        ('pretrained', True)
+    """
+    path = Path(path)
+    parsed = [r if isinstance(r, Rule) else parse_rule(r) for r in rules]
+    expected = resolve_expected(path, expect)
+    with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
+        # hashing releases the GIL: it runs on the second core while the statistics run here
+        digest = pool.submit(file_sha256, path)
+        stats = tuple(compute_checkpoint_stats(ckpt))
+        verdict = judge(stats, include_head=include_head)
+        rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
+        sha = digest.result()
+        return FileReport(
+            path=path,
+            format=ckpt.format,
+            sha256=sha,
+            verdict=verdict,
+            expected=expected,
+            passed=verdict_meets(verdict.verdict, expected) and all(r.passed for r in rule_results),
+            rules=rule_results,
+            wrapper=ckpt.wrapper,
+            stripped_prefixes=tuple(ckpt.stripped_prefixes),
+            non_tensor_keys=tuple(ckpt.non_tensor_keys),
+            metadata=dict(ckpt.metadata),
+            stats=stats,
+        )
+
+
+@dataclass(frozen=True)
+class FileError:
+    """A file that could not be verified at all (unreadable, unsafe): exit 2."""
+
+    path: Path
+    error: str  # the one-line message
+    kind: str  # the error class name, e.g. "UnsafeCheckpointError"
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "error": self.error, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    """The outcome of `verify` over several paths."""
+
+    files: tuple[FileReport, ...]
+    errors: tuple[FileError, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors and all(f.passed for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed, 1 a check failed, 2 a file could not be read or was refused."""
+        if self.errors:
+            return 2
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "files": [f.to_dict() for f in self.files],
+            "errors": [e.to_dict() for e in self.errors],
+        }
+
+
+def verify_paths(
+    paths: Sequence[str | Path],
+    *,
+    expect: str = "auto",
+    rules: Sequence[str] = (),
+    include_head: bool = False,
+) -> VerifyRun:
+    """Verify every checkpoint under ``paths`` (files or folders). Unreadable files are collected, not raised.
+
+    Arguments are checked first (a bad rule or expectation raises before any file is read); a path
+    that does not exist, or a folder without checkpoints, raises CheckpointNotFoundError.
+    """
+    from ckpttool.errors import CkptError
+    from ckpttool.loading import find_checkpoints
+
+    parsed = [parse_rule(r) for r in rules]
+    if expect not in EXPECTATIONS:
+        resolve_expected("", expect)  # raises the clear error
+    files: list[Path] = []
+    for p in paths:
+        files.extend(find_checkpoints(p))
+    reports, errors = [], []
+    for f in files:
+        try:
+            reports.append(verify_file(f, expect=expect, rules=parsed, include_head=include_head))
+        except CkptError as e:
+            errors.append(FileError(f, str(e), type(e).__name__))
+    return VerifyRun(tuple(reports), tuple(errors))

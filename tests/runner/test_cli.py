@@ -1,0 +1,115 @@
+"""run-prune / runs through the real CLI entry point (in process): exit codes, one-line errors, no
+half-made run folders."""
+
+import json
+
+import pytest
+from conftest import base_options, cli_args
+
+from ckpttool.cli._root import main
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def _opts(init, out, **kw):
+    return cli_args(base_options(init, out, **kw))
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(method="prune-all"), "'prune-all' is not one of 'refill', 'rsst'"),
+    (dict(target="ffn"), "'ffn' is not one of"),
+    (dict(criterion="random"), "'random' is not one of"),
+    (dict(rate=1.5), "--rate must lie strictly between 0 and 1, got 1.5"),
+    (dict(rate=0.0), "--rate must lie strictly between 0 and 1, got 0.0"),
+    (dict(states=0), "--states must be an integer >= 1, got 0"),
+    (dict(dataset="cifar10", data="/nonexistent/cifar"), "cifar"),
+    (dict(min_heads_per_layer=5, target="head"), "--min-heads-per-layer 5 exceeds the 4 heads per block"),
+])
+def test_bad_input_exits_2_with_one_line_and_leaves_no_run_folder(random_init, tmp_path, capsys, change, message):
+    out_dir = tmp_path / "run"
+    code, out, err = _cli(["run-prune", *_opts(random_init, out_dir, **change)], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not out_dir.exists()
+
+
+def test_init_that_does_not_fit_the_arch(tmp_path, capsys):
+    from conftest import create_tiny_vit, tiny_metadata
+
+    from ckpttool.saving import save_checkpoint
+
+    sd = create_tiny_vit().state_dict()
+    sd.pop("blocks.1.mlp.fc2.bias")
+    sd["extra.weight"] = sd["norm.weight"].clone()
+    init = tmp_path / "bad_random_init.safetensors"
+    save_checkpoint(init, sd, metadata={**tiny_metadata(), "img_size": 32})
+    code, _, err = _cli(["run-prune", *_opts(init, tmp_path / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "missing 1: blocks.1.mlp.fc2.bias" in err and "unexpected 1: extra.weight" in err
+    assert "shape mismatch 1: pos_embed" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_folder_without_resume(random_init, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    code, _, err = _cli(["run-prune", *_opts(random_init, tmp_path / "run")], capsys)
+    assert code == 2 and "already exists; pass --resume" in err
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_gate_refuses_random_without_allow_random(random_init, tmp_path, capsys):
+    code, _, err = _cli(["run-prune", *_opts(random_init, tmp_path / "run", allow_random=False)], capsys)
+    assert code == 1
+    assert "verdict random" in err and "--allow-random" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_gate_refuses_partial_even_with_allow_random(partial_init, tmp_path, capsys):
+    code, _, err = _cli(["run-prune", *_opts(partial_init, tmp_path / "run", allow_random=True)], capsys)
+    assert code == 1 and "verdict partial" in err and "blocks.1" in err and "--allow-partial" in err
+    code, _, _ = _cli(["run-prune", *_opts(partial_init, tmp_path / "run2", allow_partial=True),
+                       "--format", "json"], capsys)
+    assert code == 0
+
+
+def test_gate_refuses_corrupt_always(corrupt_init, tmp_path, capsys):
+    code, _, err = _cli(["run-prune", *_opts(corrupt_init, tmp_path / "run", allow_partial=True)], capsys)
+    assert code == 1 and "verdict corrupt" in err
+
+
+def test_gate_decisions():
+    from pruning_runner.gate import decide_gate
+
+    table = {(v, r, p): decide_gate(v, allow_random=r, allow_partial=p) is None
+             for v in ("pretrained", "random", "partial", "corrupt") for r in (False, True) for p in (False, True)}
+    assert [k for k, ok in table.items() if ok] == [
+        ("pretrained", False, False), ("pretrained", False, True), ("pretrained", True, False),
+        ("pretrained", True, True), ("random", True, False), ("random", True, True),
+        ("partial", False, True), ("partial", True, True)]
+
+
+def test_toml_config_with_flag_override_and_runs_listing(trained_init, tmp_path, capsys):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f'init = "{trained_init}"\ndataset = "digits"\nmethod = "rsst"\ntarget = "head"\n'
+                   f'rate = 0.5\nstates = 2\nepochs = 1\ndevice = "cpu"\nbatch-size = 128\n')
+    code, out, err = _cli(["run-prune", "--config", str(cfg), "--method", "refill", "--out", str(tmp_path / "runs" / "a"),
+                           "--format", "json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["init"]["verdict"] == "pretrained"
+    assert [s["kept_heads"] for s in result["states"]] == [8, 4]
+    assert 'method = "refill"' in (tmp_path / "runs" / "a" / "config.toml").read_text()
+    sha = result["init"]["sha256"]
+    code, out, _ = _cli(["runs", "--root", str(tmp_path / "runs"), "--init", sha[:10], "--format", "json"], capsys)
+    runs = json.loads(out)["runs"]
+    assert code == 0 and len(runs) == 1 and runs[0]["method"] == "refill" and runs[0]["states_done"] == 2
+    code, out, _ = _cli(["runs", "--root", str(tmp_path / "runs"), "--init", str(trained_init)], capsys)
+    assert code == 0 and sha[:12] in out and "pretrained" in out
+    code, out, _ = _cli(["runs", "--root", str(tmp_path / "runs"), "--init", "deadbeef", "--format", "json"], capsys)
+    assert json.loads(out)["runs"] == []

@@ -1,0 +1,173 @@
+"""Checkpoint verdict: grouping, head handling, random inits, a trained model and its variants."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ckpttool.grouping import group_of, is_head_tensor
+from ckpttool.stats import TensorStats
+from ckpttool.verdict import VERDICTS, judge
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from ckpttool import _calibration as cal  # noqa: E402
+
+from _trained import trained_resnet  # noqa: E402
+
+
+def verdict_of(model_or_sd, **kw):
+    sd = model_or_sd if isinstance(model_or_sd, dict) else model_or_sd.state_dict()
+    return judge(cal.stats_of_state_dict(sd), **kw)
+
+
+# ---------------------------------------------------------------- naming
+
+@pytest.mark.parametrize("name,group", [
+    ("blocks.3.attn.qkv.weight", "blocks.3"),
+    ("layer2.1.bn1.running_mean", "layer2.1"),
+    ("stages.1.blocks.0.conv_dw.weight", "stages.1.blocks.0"),
+    ("stages.1.downsample.1.weight", "stages.1"),
+    ("blocks.2.1.conv_pw.weight", "blocks.2.1"),
+    ("layers.0.blocks.1.attn.relative_position_bias_table", "layers.0.blocks.1"),
+    ("s1.b2.conv1.conv.weight", "s1.b2"),
+    ("features.3.conv.0.weight", "features.3"),
+    ("patch_embed.proj.weight", "patch_embed"),
+    ("pos_embed", "pos_embed"),
+    ("cls_token", "cls_token"),
+    ("conv1.weight", "stem"),
+    ("bn1.running_var", "stem"),
+    ("norm.weight", "norm"),
+    ("backbone.layer1.0.conv1.weight", "backbone.layer1.0"),
+])
+def test_group_of(name, group):
+    assert group_of(name) == group
+
+
+@pytest.mark.parametrize("name,head", [
+    ("head.weight", True), ("head.fc.weight", True), ("fc.bias", True), ("classifier.weight", True),
+    ("last_linear.weight", True), ("head.l.weight", True), ("head_dist.weight", True),
+    ("blocks.0.mlp.fc1.weight", False), ("fc_norm.weight", False), ("conv_head.weight", False),
+    ("norm.weight", False), ("pre_logits.fc.weight", False),
+])
+def test_is_head_tensor(name, head):
+    assert is_head_tensor(name) is head
+
+
+# ---------------------------------------------------------------- random inits
+
+RANDOM = [
+    ("vit_tiny_patch16_224", dict(depth=2)),
+    ("vit_tiny_patch16_224", dict(depth=2, weight_init="jax")),
+    ("vit_tiny_patch16_224", dict(depth=2, weight_init="moco")),
+    ("vit_small_patch16_224", dict(depth=2, img_size=32, patch_size=4)),
+    ("test_vit", {}),
+    ("test_convnext", {}),
+    ("test_efficientnet", {}),
+    ("resnet18", {}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", RANDOM, ids=[f"{n}-{k}" for n, k in RANDOM])
+def test_random_inits_are_random(name, kwargs):
+    torch.manual_seed(0)
+    v = verdict_of(cal.create_random_model(name, **kwargs))
+    assert v.verdict == "random", v.reason
+    assert v.tensors_trained == 0
+
+
+def test_old_guard_counterexamples_are_random():
+    """design.md: moco ViT qkv std 0.051 and ResNet-50 layer1.0.conv2 std 0.059 fooled std > 0.05."""
+    torch.manual_seed(0)
+    vit = cal.create_random_model("vit_small_patch16_224", depth=2, weight_init="moco")
+    assert vit.blocks[0].attn.qkv.weight.std().item() > 0.05
+    assert verdict_of(vit).verdict == "random"
+    r50 = cal.create_random_model("resnet50")
+    assert r50.layer1[0].conv2.weight.std().item() > 0.05
+    assert verdict_of(r50).verdict == "random"
+
+
+# ---------------------------------------------------------------- a trained model and its variants
+
+@pytest.fixture(scope="module")
+def trained():
+    model, acc = trained_resnet()
+    assert acc >= 0.9
+    return model
+
+
+def test_trained_model_is_pretrained(trained):
+    v = verdict_of(trained)
+    assert v.verdict == "pretrained", v.reason
+    assert v.untouched_groups == ()
+    assert not v.head_included and [s.name for s in v.head] == ["fc.weight", "fc.bias"]
+
+
+def test_head_reset_is_still_pretrained_and_head_counts_when_included(trained):
+    model = cal.reset_head(trained, num_classes=10)
+    v = verdict_of(model)
+    assert v.verdict == "pretrained"
+    with_head = verdict_of(model, include_head=True)
+    assert with_head.head_included
+    assert with_head.tensors_total == v.tensors_total + 2
+    assert with_head.tensors_init_like == v.tensors_init_like + 1  # fresh fc.weight
+    assert with_head.verdict == "partial" and with_head.untouched_groups == ("fc",)
+
+
+def test_reinitialised_middle_blocks_are_partial_and_named(trained):
+    v = verdict_of(cal.reinit_modules(trained, ["layer2.0", "layer3.0"]))
+    assert v.verdict == "partial"
+    assert v.untouched_groups == ("layer2.0", "layer3.0")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_is_corrupt(trained, value):
+    v = verdict_of(cal.inject_nonfinite(trained.state_dict(), "layer1.0.conv1.weight", value=value))
+    assert v.verdict == "corrupt" and "layer1.0.conv1.weight" in v.reason
+
+
+def test_nonfinite_in_excluded_head_is_still_corrupt(trained):
+    v = verdict_of(cal.inject_nonfinite(trained.state_dict(), "fc.weight"))
+    assert v.verdict == "corrupt"
+
+
+def test_verdict_to_dict_is_json_ready(trained):
+    d = json.loads(json.dumps(verdict_of(trained).to_dict()))
+    assert d["verdict"] in VERDICTS and d["groups"] and d["head"][0]["name"] == "fc.weight"
+
+
+# ---------------------------------------------------------------- rules on hand-made statistics
+
+def ts(name, status):
+    return TensorStats(name=name, shape=(8, 8), dtype="float32", numel=64, mean=0.0, std=1.0, min=-1.0,
+                       max=1.0, kurtosis=0.0, zero_fraction=0.0, nonfinite=0, spectral_ratio=None,
+                       row_norm_dispersion=None, status=status)
+
+
+def test_groups_without_judgeable_tensors_never_make_it_partial():
+    stats = [ts("cls_token", "init-constant"), ts("reg_token", "too-small"),
+             ts("blocks.0.attn.qkv.weight", "trained"), ts("blocks.0.ls1.gamma", "init-constant"),
+             ts("blocks.1.attn.qkv.weight", "trained"), ts("norm.weight", "init-constant")]
+    v = judge(stats)
+    assert v.verdict == "pretrained"
+    assert {g.name: g.status for g in v.groups}["cls_token"] == "unjudged"
+
+
+def test_nothing_judgeable_is_random():
+    assert judge([ts("a", "init-constant"), ts("b", "too-small")]).verdict == "random"
+
+
+def test_partial_names_untouched_groups_in_file_order():
+    stats = [ts("pos_embed", "init-like"), ts("patch_embed.proj.weight", "init-like"),
+             ts("blocks.0.attn.qkv.weight", "trained"), ts("blocks.0.norm1.weight", "trained")]
+    v = judge(stats)
+    assert v.verdict == "partial" and v.untouched_groups == ("pos_embed", "patch_embed")
+    assert "pos_embed" in v.reason
+
+
+def test_empty_matrix_reports_zero_counts():
+    v = judge([])
+    assert v.verdict == "random" and v.tensors_total == 0 and np.isfinite(v.tensors_trained)

@@ -1,0 +1,66 @@
+import pytest
+
+from ckpttool.errors import CheckpointNotFoundError, InvalidArgumentError
+from ckpttool.verify import resolve_expected, verdict_meets, verify_file, verify_paths
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("init_model/vit_small_cifar10_pretrained_init.pth.tar", "pretrained"),
+        ("vit_small_cifar100_random_init.pth.tar", "random"),
+        ("RESNET_Pretrained.safetensors", "pretrained"),
+        ("model.pt", "any"),
+    ],
+)
+def test_auto_expectation_from_name(name, expected):
+    assert resolve_expected(name, "auto") == expected
+
+
+def test_explicit_expectation_wins():
+    assert resolve_expected("x_pretrained.pth", "random") == "random"
+    with pytest.raises(InvalidArgumentError, match="unknown expectation 'maybe'"):
+        resolve_expected("x.pth", "maybe")
+
+
+def test_any_accepts_all_but_corrupt():
+    assert all(verdict_meets(v, "any") for v in ("pretrained", "random", "partial"))
+    assert not verdict_meets("corrupt", "any")
+    assert not verdict_meets("partial", "pretrained")
+
+
+def test_misnamed_random_file_fails(random_vit_file, tmp_path):
+    misnamed = tmp_path / "vit_small_cifar10_pretrained_init.pth.tar"
+    misnamed.write_bytes(random_vit_file.read_bytes())
+    rep = verify_file(misnamed)
+    assert rep.verdict.verdict == "random"
+    assert rep.expected == "pretrained" and not rep.passed
+    assert rep.failure_reason.startswith("verdict random, expected pretrained")
+    assert len(rep.sha256) == 64
+
+
+def test_rule_can_fail_but_never_replaces_verdict(trained_vit_file):
+    rep = verify_file(trained_vit_file, expect="pretrained", rules=["*.qkv.weight:std>100"])
+    assert rep.verdict.verdict == "pretrained"
+    assert not rep.passed and not rep.rules[0].passed
+
+
+def test_folder_and_errors_collected(random_vit_file, tmp_path):
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "a_random.pth.tar").write_bytes(random_vit_file.read_bytes())
+    (d / "broken.pth").write_bytes(b"not a checkpoint")
+    run = verify_paths([d])
+    assert [f.path.name for f in run.files] == ["a_random.pth.tar"]
+    assert [e.path.name for e in run.errors] == ["broken.pth"]
+    assert run.exit_code == 2
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(CheckpointNotFoundError):
+        verify_paths([tmp_path])
+
+
+def test_bad_rule_raises_before_reading(tmp_path):
+    with pytest.raises(InvalidArgumentError):
+        verify_paths([tmp_path / "missing.pth"], rules=["garbage"])
