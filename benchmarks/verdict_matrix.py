@@ -11,7 +11,7 @@ Cases:
   'moco', the 32x32 / patch-4 ViT, DeiT (distilled), Swin, BEiT, EVA-02, ConvNeXt, ResNet-18/50,
   EfficientNet, MobileNetV3, RegNet, MLP-Mixer, LeViT, DenseNet -> expected ``random``;
 - trained: ViT, ResNet-18, ConvNeXt-atto and MLP-Mixer trained here on scikit-learn's digits
-  (upscaled to 16x16, test accuracy printed) -> ``pretrained``;
+  (upscaled to 16x16, 32x32 for ConvNeXt; test accuracy printed) -> ``pretrained``;
 - derived from each trained model: classifier reset via ``reset_classifier`` -> ``pretrained``;
   middle blocks re-initialised with timm-style init -> ``partial`` naming exactly those groups;
   ViT with patch_embed and pos_embed re-initialised (the 32x32 / patch-4 bug) -> ``partial``;
@@ -58,8 +58,11 @@ TRAINED = {
     "vit": ("vit_tiny_patch16_224", dict(img_size=16, patch_size=4, depth=4, embed_dim=64, num_heads=2,
                                          in_chans=3), 80, 3e-3, ["blocks.1", "blocks.2"]),
     "resnet18": ("resnet18", dict(in_chans=1), 8, 3e-3, ["layer2.0", "layer2.1"]),
-    "convnext_atto": ("convnext_atto", dict(in_chans=1), 25, 3e-3, ["stages.1.blocks.0", "stages.1.blocks.1"]),
-    "mixer": ("mixer_s16_224", dict(img_size=16, patch_size=4, num_blocks=4, embed_dim=96, in_chans=1), 40, 2e-3,
+    "convnext_atto": ("convnext_atto", dict(in_chans=1), 15, 3e-3, ["stages.1.blocks.0", "stages.1.blocks.1"]),
+    # ViT and Mixer see gray digits replicated to 3 channels (RGB-like correlated channels). Known
+    # failure: the Mixer's patch embedding (`stem`) stays iid-like after training on 1437 images
+    # (spectral ratio ~0.99-1.1 with 1 or 3 channels, 98% accuracy), so the verdict says partial ['stem'].
+    "mixer": ("mlp_mixer", dict(img_size=16, patch_size=4, num_blocks=4, embed_dim=96, in_chans=3), 40, 2e-3,
               ["blocks.1", "blocks.2"]),
 }
 
@@ -149,8 +152,8 @@ def main(argv=None) -> int:
 
     print("== trained on digits (16x16), derived cases")
     trained_info = {}
-    data1 = cal.load_digits_data(img_size=16)
     for arch, (name, kwargs, epochs, lr, reinit) in TRAINED.items():
+        data1 = cal.load_digits_data(img_size=32 if arch == "convnext_atto" else 16)  # 4 downsamplings
         data = data1
         if kwargs.get("in_chans") == 3:
             data = cal.DigitsData(*(t.expand(-1, 3, -1, -1).contiguous() if t.ndim == 4 else t

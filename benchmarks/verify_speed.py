@@ -117,10 +117,10 @@ def main() -> None:
         row = {
             "format": fmt,
             "size_mb": size / 1e6,
-            "floor_s": median_time(lambda: read_floor(path), args.repeat),
-            "naive_s": median_time(lambda: naive(path), args.repeat),
-            "verdict_s": median_time(lambda: in_process_verdict(path), args.repeat),
-            "cli_s": median_time(lambda: cli(path), args.repeat),
+            "floor_s": median_time(lambda p=path: read_floor(p), args.repeat),
+            "naive_s": median_time(lambda p=path: naive(p), args.repeat),
+            "verdict_s": median_time(lambda p=path: in_process_verdict(p), args.repeat),
+            "cli_s": median_time(lambda p=path: cli(p), args.repeat),
         }
         rss = statistics.median(
             peak_rss([sys.executable, "-m", "ckpttool", "verify", "--expect", "any", str(path)]) for _ in range(3)

@@ -51,6 +51,7 @@ _LOAD_ERRORS = (
     AttributeError,
     OverflowError,
     MemoryError,
+    AssertionError,  # torch's loader asserts on malformed persistent ids and storage keys
 )
 
 _STRING_OPS = frozenset(
@@ -171,11 +172,36 @@ def scan_pickle(stream: io.BufferedIOBase) -> tuple[set[str], int]:
     return found, largest_storage
 
 
+class _BoundedReader:
+    """A binary file whose ``read(n)`` never asks for more than what is left of the file.
+
+    A pickle opcode may claim any length (BINUNICODE8: 2**64 bytes); a plain ``read(n)`` of a
+    buffered file allocates n bytes before finding out that the file is shorter.
+    """
+
+    def __init__(self, f: io.BufferedReader, size: int):
+        self._f, self._size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self._size - self._f.tell(), 0)
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self._f.readline()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int) -> int:
+        return self._f.seek(pos)
+
+
 def _scan_legacy(path: Path) -> tuple[set[str], int, bool]:
     """Scan every pickle of a legacy stream. Returns (globals, largest storage, is_torch_stream)."""
     found: set[str] = set()
     largest = 0
-    with open(path, "rb") as f:
+    with open(path, "rb") as raw:
+        f = _BoundedReader(raw, path.stat().st_size)
         first = list(pickletools.genops(f))
         is_torch = any(op.name.startswith("LONG") and arg == _LEGACY_MAGIC for op, arg, _ in first)
         f.seek(0)
@@ -187,22 +213,39 @@ def _scan_legacy(path: Path) -> tuple[set[str], int, bool]:
 
 
 def _scan_zip(path: Path) -> set[str]:
-    """Globals of a torch zip's data.pkl: torch's own scanner, or ours where it gives up (protocol 4+)."""
+    """Globals of a torch zip's data.pkl: torch's own scanner, or ours where it gives up (protocol 4+).
+
+    Any other ``*.pkl`` member is scanned too: torch never unpickles it, but a file carrying a
+    hidden payload is refused rather than passed on as safe to a tool that would load it.
+    """
     from torch.serialization import get_unsafe_globals_in_checkpoint
 
+    unsafe: set[str] | None
     try:
-        return {py3_name(g) for g in get_unsafe_globals_in_checkpoint(path)}
+        unsafe = {py3_name(g) for g in get_unsafe_globals_in_checkpoint(path)}
     except pickle.UnpicklingError:
         logger.debug("torch's global scan failed on %s; using pickletools", path)
+        unsafe = None
     with zipfile.ZipFile(path) as z:
-        names = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
-        if not names:
-            raise CheckpointFormatError(
-                f"{path} is a zip file but not a torch checkpoint (no data.pkl); {_FIX}"
-            )
-        with z.open(names[0]) as member:
-            found, _ = scan_pickle(io.BytesIO(member.read()))
-    return _unsafe(found)
+        members = z.namelist()
+        names = [n for n in members if n == "data.pkl" or n.endswith("/data.pkl")]
+        if unsafe is None:
+            if not names:
+                raise CheckpointFormatError(
+                    f"{path} is a zip file but not a torch checkpoint (no data.pkl); {_FIX}"
+                )
+            with z.open(names[0]) as member:
+                found, _ = scan_pickle(io.BytesIO(member.read()))
+            unsafe = _unsafe(found)
+        for name in members:
+            if name.endswith(".pkl") and name not in names[:1]:
+                try:
+                    with z.open(name) as member:
+                        found, _ = scan_pickle(member)
+                except ValueError:  # not a pickle at all: nothing that could run
+                    continue
+                unsafe |= _unsafe(found)
+    return unsafe
 
 
 def _refusal_from_torch(path: Path, error: Exception) -> Exception:

@@ -40,6 +40,8 @@ _WRAPPERS = ("state_dict", "model", "state_dict_ema", "model_ema")
 # Added by DataParallel/DDP and torch.compile; stripped when every name carries them.
 _PREFIXES = ("module.", "_orig_mod.")
 _METADATA_KEY = "ckpttool"
+# Nested dicts deeper than this are not a state dict (listed as non-tensor entries).
+_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -341,17 +343,46 @@ def _unwrap(path: Path, obj: object, is_tensor: Callable[[object], bool]) -> _Un
 
 
 def _holds_tensor(value: Mapping, is_tensor: Callable[[object], bool]) -> bool:
-    return any(
-        is_tensor(v) or (isinstance(v, Mapping) and _holds_tensor(v, is_tensor)) for v in value.values()
-    )
+    """Any tensor in a nested dict. Iterative, each sub-dict visited once: a hostile pickle can make
+    dicts that contain themselves or share children (2**depth paths for a few bytes)."""
+    seen: set[int] = set()
+    stack: list[tuple[Mapping, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen or depth > _MAX_DEPTH:
+            continue
+        seen.add(id(node))
+        for v in node.values():
+            if is_tensor(v):
+                return True
+            if isinstance(v, Mapping):
+                stack.append((v, depth + 1))
+    return False
 
 
 def _is_tensor_tree(value: Mapping, is_tensor: Callable[[object], bool]) -> bool:
-    """A nested dict with string keys whose leaves are all tensors (and at least one)."""
-    return bool(value) and all(
-        isinstance(k, str) and (is_tensor(v) or (isinstance(v, Mapping) and _is_tensor_tree(v, is_tensor)))
-        for k, v in value.items()
-    )
+    """A nested dict with string keys whose leaves are all tensors (and at least one).
+
+    It must be a tree at most ``_MAX_DEPTH`` deep: a sub-dict reached twice (shared or cyclic)
+    makes it not one, so that flattening stays linear in the file's size.
+    """
+    if not value:
+        return False
+    seen: set[int] = set()
+    stack: list[tuple[Mapping, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen or depth > _MAX_DEPTH:
+            return False
+        seen.add(id(node))
+        for k, v in node.items():
+            if not isinstance(k, str):
+                return False
+            if isinstance(v, Mapping):
+                stack.append((v, depth + 1))
+            elif not is_tensor(v):
+                return False
+    return True
 
 
 def _flatten(prefix: str, value: Mapping, out: dict[str, Any], is_tensor: Callable[[object], bool]) -> None:

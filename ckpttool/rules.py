@@ -98,9 +98,9 @@ def evaluate_rule(rule: Rule, stats: Sequence) -> RuleResult:
         return RuleResult(rule.text, False, (), (), f"no tensor matches {rule.tensor!r}")
     cmp = _OPS[rule.op]
     actual = tuple(getattr(s, rule.stat) for s in matched)
-    failing = [s.name for s, v in zip(matched, actual) if v is None or not cmp(v, rule.value)]
+    failing = [s.name for s, v in zip(matched, actual, strict=True) if v is None or not cmp(v, rule.value)]
     if failing:
-        shown = ", ".join(f"{s.name}={_fmt(v)}" for s, v in zip(matched, actual) if s.name in failing[:3])
+        shown = ", ".join(f"{s.name}={_fmt(v)}" for s, v in zip(matched, actual, strict=True) if s.name in failing[:3])
         more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
         msg = f"{rule.text}: failed for {shown}{more}"
     else:

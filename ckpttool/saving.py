@@ -68,8 +68,26 @@ def save_checkpoint(
         if meta_json is not None:
             payload[_METADATA_KEY] = json.loads(meta_json)  # plain types only: weights_only loads it
         with atomic_write(path) as f:
-            torch.save(payload, f)
+            try:
+                torch.save(payload, f)
+            except RuntimeError as e:
+                # After a failed write (ENOSPC...) torch's zip writer fails again while closing and
+                # raises "unexpected pos"; the OS error under it is what atomic_write reports.
+                os_error = _os_error_in(e)
+                if os_error is None:
+                    raise
+                raise os_error from e
     return file_sha256(path)
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    seen = 0
+    cause = error.__cause__ or error.__context__
+    while cause is not None and seen < 8:
+        if isinstance(cause, OSError):
+            return cause
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return None
 
 
 def _prepare(path: Path, state_dict: Mapping, torch) -> dict:

@@ -274,9 +274,6 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         bad = int(flat.size - np.count_nonzero(finite))
         kept = flat[finite]
         m_fin = _moments(kept) if kept.size else None
-        if m_fin is not None:  # zero fraction over the whole tensor, not the finite part
-            m_fin = _Moments(m_fin.count, m_fin.mean, m_fin.std, m_fin.min, m_fin.max, m_fin.kurtosis,
-                             m_fin.zeros)
         return make(m_fin, nonfinite=bad, status="nonfinite", note=f"{bad} NaN/Inf")
 
     if m.min == m.max:

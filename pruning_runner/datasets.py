@@ -71,6 +71,7 @@ class ImageSplits:
     name: str  # one of DATASET_NAMES
     mean: tuple[float, float, float]  # per-channel mean of train_x, in [0, 1]
     std: tuple[float, float, float]  # per-channel std of train_x, in [0, 1]
+    hflip: bool = True  # whether a horizontal mirror keeps the label (not for digits or the synthetic patterns)
 
     def sizes(self) -> dict[str, int]:
         """Images per split, e.g. ``{"train": 45000, "val": 5000, "test": 10000}``."""
@@ -153,6 +154,7 @@ def load_image_splits(
         name=name,
         mean=mean,
         std=std,
+        hflip=name in ("cifar10", "cifar100"),
     )
 
 

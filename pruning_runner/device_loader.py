@@ -133,6 +133,7 @@ class DeviceLoader:
             training epoch (so all ranks run the same number of steps), taken strided from the
             shared permutation; evaluation shards ``range(N)`` strided without dropping any.
         dtype: Float dtype of the produced images (float32; bfloat16 halves the resize traffic).
+        hflip: Mirror half the training images. Off where a mirror changes the class (digits).
         channels_last: Produce channels-last batches (cuDNN then skips converting the input of
             the ViT's patch-embedding convolution; pair with ``model.to(memory_format=...)``).
 
@@ -157,6 +158,7 @@ class DeviceLoader:
         world_size: int = 1,
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
+        hflip: bool = True,
     ):
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 [N, C, H, W], got {x.dtype} {list(x.shape)}")
@@ -169,6 +171,7 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.train = train
+        self.hflip = hflip  # False where a mirror changes the label (digits)
         self.img_size = img_size
         self.seed = seed
         self.drop_last = drop_last
@@ -201,6 +204,8 @@ class DeviceLoader:
         order = torch.randperm(n, generator=gen, device=self.device)
         offsets = torch.randint(0, 2 * PAD + 1, (2, n), generator=gen, device=self.device)
         flip = torch.rand(n, generator=gen, device=self.device) < 0.5
+        if not self.hflip:  # drawn anyway, so the crops of a seed do not depend on this switch
+            flip = torch.zeros_like(flip)
         return EpochPlan(order, offsets[0], offsets[1], flip)
 
     def shard(self, plan: EpochPlan) -> EpochPlan:

@@ -213,7 +213,7 @@ class _PruningRun:
         common = dict(device=self.device, img_size=img, mean=s.mean, std=s.std, seed=cfg.seed,
                       rank=self.dist.rank, world_size=self.dist.world_size)
         self.train_loader = DeviceLoader(s.train_x, s.train_y, batch_size=per_rank, train=True,
-                                         drop_last=True, **common)
+                                         drop_last=True, hflip=s.hflip, **common)
         if len(self.train_loader) == 0:
             raise InvalidArgumentError(
                 f"--batch-size {cfg.batch_size} is larger than the training split ({len(s.train_y)} images)"

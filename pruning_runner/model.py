@@ -93,7 +93,8 @@ def resolve_model_spec(
     Flags fill what the metadata lacks; where both give a value and they differ, that is an error.
     """
     md = parse_init_metadata(metadata)
-    md_arch = md.get("timm_name") or md.get("arch")
+    # generate writes the timm name as timm_model (arch is the short label, e.g. vit_tiny)
+    md_arch = md.get("timm_name") or md.get("timm_model") or md.get("arch")
     for name, flag, mval in (("arch", arch, md_arch), ("img-size", img_size, md.get("img_size")),
                              ("patch-size", patch_size, md.get("patch_size"))):
         if flag is not None and mval is not None and str(flag) != str(mval):
@@ -103,6 +104,9 @@ def resolve_model_spec(
     final_arch = md_arch or arch
     if not final_arch:
         raise InvalidArgumentError("the init carries no architecture metadata; give --arch (a timm ViT name)")
+    from ckpttool.archs import resolve_arch
+
+    final_arch = resolve_arch(str(final_arch)).model_name  # short names (vit_small) and name.tag too
     kwargs = {}
     if isinstance(md.get("model_kwargs"), dict):
         kwargs.update(md["model_kwargs"])

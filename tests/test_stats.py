@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -147,7 +148,7 @@ def test_matrix_reshape_conv_and_depthwise():
 @pytest.mark.parametrize("dist", ["normal", "uniform", "trunc_normal"])
 @pytest.mark.parametrize("scale", [1e-3, 0.02, 1.0, 50.0])
 def test_iid_ratio_is_near_one_at_any_scale(shape, dist, scale):
-    rng = np.random.default_rng(hash((shape, dist)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((shape, dist)).encode()))
     if dist == "normal":
         w = rng.standard_normal(shape)
     elif dist == "uniform":
@@ -155,7 +156,7 @@ def test_iid_ratio_is_near_one_at_any_scale(shape, dist, scale):
     else:
         w = np.clip(rng.standard_normal(shape), -2, 2)
     r = spectral_ratio((w * scale).astype(np.float32))
-    assert abs(r - 1) < 0.3 if min(shape) < 16 else abs(r - 1) < 0.12
+    assert abs(r - 1) < (0.3 if min(shape) < 32 else 0.1)
     assert r < spectral_threshold(*shape)
 
 

@@ -14,9 +14,9 @@ from ckpttool.verdict import VERDICTS, judge
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from ckpttool import _calibration as cal  # noqa: E402
-
 from _trained import trained_resnet  # noqa: E402
+
+from ckpttool import _calibration as cal  # noqa: E402
 
 
 def verdict_of(model_or_sd, **kw):
@@ -171,3 +171,20 @@ def test_partial_names_untouched_groups_in_file_order():
 def test_empty_matrix_reports_zero_counts():
     v = judge([])
     assert v.verdict == "random" and v.tensors_total == 0 and np.isfinite(v.tensors_trained)
+
+
+def test_checkpoint_file_end_to_end(tmp_path, trained):
+    """A safetensors file through loading -> compute_checkpoint_stats -> judge (bf16 included)."""
+    loading = pytest.importorskip("ckpttool.loading")
+    from safetensors.torch import save_file
+
+    from ckpttool.stats import compute_checkpoint_stats
+
+    sd = {k: v.contiguous() for k, v in trained.state_dict().items()}
+    sd = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in sd.items()}
+    path = tmp_path / "tiny_pretrained.safetensors"
+    save_file(sd, str(path))
+    with loading.load_checkpoint(path) as ckpt:
+        stats = compute_checkpoint_stats(ckpt)
+    assert sorted(s.name for s in stats) == sorted(sd)  # safetensors stores names sorted
+    assert judge(stats).verdict == "pretrained"

@@ -15,7 +15,7 @@ import click
 def _console(stderr: bool = False):
     from rich.console import Console  # rich only at the edge
 
-    return Console(stderr=stderr, soft_wrap=False, highlight=False)
+    return Console(stderr=stderr, soft_wrap=True, highlight=False)
 
 
 def stdout_console():

@@ -84,6 +84,20 @@ def test_plan_matches_random_crop_and_flip_distributions():
     assert 0.45 < plan.flip.float().mean().item() < 0.55
 
 
+def test_hflip_off_never_mirrors_and_keeps_the_crops():
+    x = _images(400)
+    with_flip, without = _loader(x).plan(0), _loader(x, hflip=False).plan(0)
+    assert not without.flip.any()
+    assert torch.equal(with_flip.order, without.order) and torch.equal(with_flip.top, without.top)
+
+
+def test_digits_and_synthetic_are_not_mirrored_cifar_is():
+    from pruning_runner.data import load_image_splits
+
+    assert not load_image_splits("digits", root=None, val_size=None, seed=0).hflip
+    assert not load_image_splits("synthetic", root=None, val_size=None, seed=0, synthetic_size=200).hflip
+
+
 def test_deterministic_by_seed_and_epoch():
     x = _images(12)
     first = [b for b, _ in _loader(x, seed=1)]
