@@ -27,6 +27,7 @@ from ckpttool.errors import (
     ManifestError,
     OutputError,
 )
+from ckpttool.hashing import file_sha256
 
 BACKUP_DIR = "backup_old"
 BACKUP_MANIFEST = "MANIFEST.json"
@@ -186,7 +187,7 @@ def find_backup(id_or_path: str | Path, *, root: str | Path | None = None) -> Ba
         if backup_dir is None:
             raise InvalidArgumentError(
                 f"{candidate} is not inside a {BACKUP_DIR} folder; pass a backup id (see `ckpttool backup list`)")
-        sha = _file_sha256(candidate)
+        sha = file_sha256(candidate)
         matches = [r for r in _read_records(backup_dir) if r.sha256 == sha]
         if matches:
             return matches[-1]
@@ -227,7 +228,7 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
     source = record.object_file
     if not source.is_file():
         raise OutputError(f"backup {record.id}: stored copy {source} is missing; nothing was restored")
-    actual = _file_sha256(source)
+    actual = file_sha256(source)
     if actual != record.sha256:
         raise OutputError(f"backup {record.id}: stored copy {source} has sha256 {actual}, recorded "
                           f"{record.sha256}; it is damaged; nothing was restored")
@@ -236,7 +237,7 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
     with file_lock(target):
         replaced = None
         if target.exists():
-            if target.is_file() and _file_sha256(target) == record.sha256:
+            if target.is_file() and file_sha256(target) == record.sha256:
                 return RestoreResult(record, target, None, unchanged=True)
             replaced = backup_file(target, reason="replaced by restore")
         digest = hashlib.sha256()
@@ -287,10 +288,10 @@ def _store_object(path: Path, backup_dir: Path) -> tuple[str, int]:
 
     objects = backup_dir / "objects"
     ensure_folder(objects)
-    sha = _file_sha256(path)
+    sha = file_sha256(path)
     final = objects / sha
     if final.exists():
-        if _file_sha256(final) != sha:
+        if file_sha256(final) != sha:
             raise OutputError(f"stored backup object {final} is damaged (sha256 differs from its name); "
                               "it was left as it is; move it aside and retry")
         return sha, final.stat().st_size
@@ -303,7 +304,7 @@ def _store_object(path: Path, backup_dir: Path) -> tuple[str, int]:
             out.write(chunk)
         if digest.hexdigest() != sha:
             raise OutputError(f"{path} changed while it was being backed up; nothing was stored; retry")
-    if _file_sha256(final) != sha:  # read back what landed on disk before reporting success
+    if file_sha256(final) != sha:  # read back what landed on disk before reporting success
         raise OutputError(f"the stored copy {final} does not match {path} after writing; check the disk")
     os.chmod(final, 0o444)
     return sha, size
@@ -334,18 +335,12 @@ def _unique_id(base: str, taken: set[str]) -> str:
 
 
 def _verdict_of(path: Path) -> str:
-    from ckpttool.manifest import judge_checkpoint_file
+    from ckpttool.verify import judge_file
 
     try:
-        return judge_checkpoint_file(path).verdict
+        return judge_file(path).verdict
     except CkptError:
         return "unreadable"
-
-
-def _file_sha256(path: Path) -> str:
-    from ckpttool.hashing import file_sha256
-
-    return file_sha256(path)
 
 
 def ensure_folder(folder: Path) -> None:

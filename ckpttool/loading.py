@@ -233,6 +233,8 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     """The checkpoint files at ``path``: the file itself, or every one under a folder (recursive, sorted).
 
     Files are picked by suffix (``CHECKPOINT_SUFFIXES``, ``.pth.tar`` included, case-insensitive).
+    Below the folder, ``backup_old/`` folders (old files kept on purpose, often under misleading
+    names) and hidden folders are skipped; pass such a folder itself to check it.
 
     Raises:
         CheckpointNotFoundError: the path does not exist, or the folder holds no checkpoint file.
@@ -246,13 +248,22 @@ def find_checkpoints(path: str | Path) -> list[Path]:
         return [path]
     if not path.exists():
         raise CheckpointNotFoundError(f"{path} does not exist; pass a checkpoint file or a folder of them")
-    found = sorted(p for p in path.rglob("*") if p.name.lower().endswith(CHECKPOINT_SUFFIXES) and p.is_file())
+    found = sorted(
+        p
+        for p in path.rglob("*")
+        if p.name.lower().endswith(CHECKPOINT_SUFFIXES) and p.is_file() and not _skipped_below(path, p)
+    )
     if not found:
         raise CheckpointNotFoundError(
             f"no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) under {path}; "
             "pass a folder that holds some, or a file"
         )
     return found
+
+
+def _skipped_below(root: Path, file: Path) -> bool:
+    folders = file.relative_to(root).parts[:-1]
+    return any(f == "backup_old" or f.startswith(".") for f in folders)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

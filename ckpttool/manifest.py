@@ -197,24 +197,6 @@ def update_manifest(manifest_path: str | Path, entry: ManifestEntry) -> Manifest
     return updated
 
 
-def judge_checkpoint_file(path: str | Path, *, include_head: bool = False):
-    """Verdict of one file on disk (safe load -> statistics -> verdict).
-
-    Returns:
-        ckpttool.verdict.Verdict
-
-    Raises:
-        CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError: from loading.
-    """
-    from ckpttool.loading import load_checkpoint
-    from ckpttool.stats import compute_checkpoint_stats
-    from ckpttool.verdict import judge
-
-    with load_checkpoint(path) as ckpt:
-        stats = compute_checkpoint_stats(ckpt)
-    return judge(stats, include_head=include_head)
-
-
 def check_manifest(manifest_path: str | Path) -> ManifestCheck:
     """Check every file the manifest lists, and list checkpoint files it does not.
 
@@ -234,6 +216,7 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
         (True, ())
     """
     from ckpttool.hashing import file_sha256
+    from ckpttool.verify import judge_file
 
     manifest_path = Path(manifest_path)
     if manifest_path.is_dir():
@@ -251,7 +234,7 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
         if actual_sha != entry.sha256:
             hashes.append(HashMismatch(entry.path, entry.sha256, actual_sha))
         try:
-            verdict = judge_checkpoint_file(file)
+            verdict = judge_file(file)
             actual, reason = verdict.verdict, verdict.reason
         except CkptError as e:  # unreadable/unsafe: it cannot have the recorded verdict
             actual, reason = "unreadable", str(e)

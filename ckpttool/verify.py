@@ -96,6 +96,17 @@ def verdict_meets(verdict: str, expected: str) -> bool:
     return verdict != "corrupt" if expected == "any" else verdict == expected
 
 
+def judge_file(path: str | Path, *, include_head: bool = False) -> Verdict:
+    """The verdict of one file on disk (safe load -> statistics -> verdict), without hashing it.
+
+    Example:
+        >>> judge_file("init_model/vit_small_cifar10_random_init.pth.tar").verdict  # doctest: +SKIP
+        'random'
+    """
+    with load_checkpoint(path) as ckpt:
+        return judge(compute_checkpoint_stats(ckpt), include_head=include_head)
+
+
 def verify_file(
     path: str | Path,
     *,

@@ -574,6 +574,16 @@ def test_find_checkpoints_recursive_sorted_by_suffix(tmp_ckpt_dir):
     assert find_checkpoints(tmp_ckpt_dir / "z.ckpt") == [tmp_ckpt_dir / "z.ckpt"]
 
 
+def test_find_checkpoints_skips_backups_and_hidden_folders_below_the_root(tmp_ckpt_dir):
+    for name in ["a_pretrained_init.pth.tar", "backup_old/20260101T000000Z/a_pretrained_init.pth.tar",
+                 ".cache/b.safetensors", "sub/backup_old/c.pth"]:
+        (tmp_ckpt_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_ckpt_dir / name).write_bytes(b"x")
+    assert find_checkpoints(tmp_ckpt_dir) == [tmp_ckpt_dir / "a_pretrained_init.pth.tar"]
+    backups = tmp_ckpt_dir / "backup_old"
+    assert find_checkpoints(backups) == [backups / "20260101T000000Z" / "a_pretrained_init.pth.tar"]
+
+
 def test_find_checkpoints_empty_and_missing(tmp_ckpt_dir):
     (tmp_ckpt_dir / "readme.txt").write_text("x")
     with pytest.raises(CheckpointNotFoundError) as err:

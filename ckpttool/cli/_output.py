@@ -15,7 +15,10 @@ import click
 def _console(stderr: bool = False):
     from rich.console import Console  # rich only at the edge
 
-    return Console(stderr=stderr, soft_wrap=True, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # piped output (CI logs, files) gets wide tables rather than rich's 80-column default
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, soft_wrap=True, highlight=False, width=width)
 
 
 def stdout_console():

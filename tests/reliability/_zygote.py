@@ -36,7 +36,7 @@ import ckpttool.generate as gen
 from ckpttool.backup import backup_file, restore_backup
 from ckpttool.generate import GenerateRequest, generate_init, parse_model_kwargs
 from ckpttool.hashing import file_sha256
-from ckpttool.manifest import judge_checkpoint_file  # noqa: F401 - warm import for backup's verdict
+from ckpttool.verify import judge_file  # noqa: F401 - warm import for backup's verdict
 from pruning_runner.checkpoint import FORMAT_VERSION, CheckpointWriter
 
 TINY = '{"depth": 2, "embed_dim": 64, "num_heads": 2}'

@@ -17,7 +17,7 @@ def test_three_state_digits_run_learns(trained_init, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["init"]["verdict"] == "pretrained"
     print("digits test accuracy per state:", accs, [(s["kept_heads"], s["kept_neurons"]) for s in result.states])
-    # chance is 0.1. The loader's train-time hflip + 4-px crop (CIFAR augmentation) is harsh on 8x8
-    # digits, so a few epochs per state stay well below the init's un-augmented accuracy.
-    assert accs[0] > 0.6
-    assert min(accs[1:]) > 0.25
+    # chance is 0.1. Digits are never mirrored (a mirrored digit is another class), but the 4-px crop
+    # is harsh on a 16-px, embed-32 ViT: measured 0.72 / 0.60 / 0.37 on 2 CPU cores.
+    assert accs[0] > 0.65
+    assert min(accs[1:]) > 0.3
