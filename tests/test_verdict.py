@@ -188,3 +188,41 @@ def test_checkpoint_file_end_to_end(tmp_path, trained):
         stats = compute_checkpoint_stats(ckpt)
     assert sorted(s.name for s in stats) == sorted(sd)  # safetensors stores names sorted
     assert judge(stats).verdict == "pretrained"
+
+
+# ---------------------------------------------------------------- documented limitations
+
+def test_known_limitation_trained_mixer_stem_looks_untouched():
+    """Known limitation, asserted as it stands so that a fix has to update this test.
+
+    An MLP-Mixer trained on digits (>= 90% here, 98% in the benchmark) keeps a stem (the patch-
+    embedding conv) that moved only 7-16% of its norm away from its random init. Nothing in the final
+    weights shows it: spectral ratio 1.0-1.05, kernel-mean (DC) variance ratio 0.67-1.01 (iid: 1.0;
+    the update shrinks the kernel sums instead of adding low-frequency structure), row-norm dispersion,
+    kurtosis and bias/row-sum correlation all iid-like. So the verdict names ``stem`` as untouched. A
+    zero-init bias that became non-zero is no sound evidence (timm's RepVGG init draws N(0, 0.1) norm
+    biases), and a stem-only exemption would hide a genuinely re-initialised patch embedding.
+    """
+    from ckpttool.stats import spectral_threshold
+
+    torch.manual_seed(0)
+    data = cal.load_digits_data(img_size=16)
+    model = cal.create_random_model("mlp_mixer", img_size=16, patch_size=4, num_blocks=2, embed_dim=64,
+                                    in_chans=1)
+    info = cal.train_on_digits(model, data, epochs=12, lr=2e-3, batch=64)
+    assert info["acc"] >= 0.9
+    stats = cal.stats_of_state_dict(model.state_dict())
+    stem = next(s for s in stats if s.name == "stem.proj.weight")
+    assert stem.status == "init-like" and stem.spectral_ratio < spectral_threshold(64, 16) - 0.1
+    v = judge(stats)
+    assert v.verdict == "partial" and v.untouched_groups == ("stem",), v.reason
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Found while calibrating: timm's RepVGG init draws BatchNorm weights from N(0.1, 0.1), so the "
+    "vector rule 'non-zero mean (z > 10) -> trained' fires on ~47 random tensors and a random "
+    "repvgg_a0 is called partial. Left for the lead to decide (the rule also carries trained norm "
+    "gains); flip to a plain test when fixed."))
+def test_random_repvgg_is_random():
+    torch.manual_seed(0)
+    assert verdict_of(cal.create_random_model("repvgg_a0")).verdict == "random"
