@@ -1,33 +1,90 @@
 """ckpttool: init checkpoints that are what their names say.
 
-Kept import-light: nothing here imports torch or timm, so `ckpttool verify` starts fast.
-Public API is re-exported from the modules that hold it.
+Kept import-light: nothing here imports torch or timm, so `ckpttool verify` starts fast. The public
+API is re-exported by name and imported on first use.
+
+Example:
+    >>> import ckpttool
+    >>> report = ckpttool.verify_file("init_model/vit_small_cifar10_pretrained_init.pth.tar")  # doctest: +SKIP
+    >>> report.verdict.verdict, report.passed  # doctest: +SKIP
+    ('pretrained', True)
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from ckpttool.errors import (  # noqa: E402
+import importlib
+
+from ckpttool.errors import (
     CheckpointFormatError,
     CheckpointNotFoundError,
     CkptError,
+    DatasetError,
     GateRefusedError,
     InvalidArgumentError,
     ManifestError,
     OutputError,
+    ResourceExhaustedError,
+    RunInterruptedError,
     UnsafeCheckpointError,
     VerdictMismatchError,
     WeightsUnavailableError,
 )
 
+__version__ = "0.1.0"
+
+# public name -> module that holds it (imported lazily by __getattr__)
+_LAZY = {
+    "load_checkpoint": "ckpttool.loading",
+    "load_state_dict": "ckpttool.loading",
+    "find_checkpoints": "ckpttool.loading",
+    "Checkpoint": "ckpttool.loading",
+    "TensorInfo": "ckpttool.loading",
+    "save_checkpoint": "ckpttool.saving",
+    "file_sha256": "ckpttool.hashing",
+    "TensorStats": "ckpttool.stats",
+    "compute_tensor_stats": "ckpttool.stats",
+    "compute_checkpoint_stats": "ckpttool.stats",
+    "Verdict": "ckpttool.verdict",
+    "judge": "ckpttool.verdict",
+    "FileReport": "ckpttool.verify",
+    "VerifyRun": "ckpttool.verify",
+    "verify_file": "ckpttool.verify",
+    "verify_paths": "ckpttool.verify",
+    "judge_file": "ckpttool.verify",
+    "InspectReport": "ckpttool.inspection",
+    "inspect_file": "ckpttool.inspection",
+    "GenerateRequest": "ckpttool.generate",
+    "GeneratedInit": "ckpttool.generate",
+    "generate_init": "ckpttool.generate",
+    "BackupRecord": "ckpttool.backup",
+    "backup_file": "ckpttool.backup",
+    "list_backups": "ckpttool.backup",
+    "restore_backup": "ckpttool.backup",
+    "ManifestCheck": "ckpttool.manifest",
+    "check_manifest": "ckpttool.manifest",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckpttool' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "CheckpointFormatError",
     "CheckpointNotFoundError",
     "CkptError",
+    "DatasetError",
     "GateRefusedError",
     "InvalidArgumentError",
     "ManifestError",
     "OutputError",
+    "ResourceExhaustedError",
+    "RunInterruptedError",
     "UnsafeCheckpointError",
     "VerdictMismatchError",
     "WeightsUnavailableError",
+    *_LAZY,
 ]
