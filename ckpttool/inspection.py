@@ -9,22 +9,10 @@ from pathlib import Path
 
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import load_checkpoint
-from ckpttool.stats import TensorStats, compute_checkpoint_stats
+from ckpttool.stats import NUMERIC_FIELDS, TensorStats, compute_checkpoint_stats
 
 # Columns `--sort` accepts: TensorStats fields that order meaningfully.
-SORT_COLUMNS = (
-    "name",
-    "numel",
-    "mean",
-    "std",
-    "min",
-    "max",
-    "kurtosis",
-    "zero_fraction",
-    "nonfinite",
-    "spectral_ratio",
-    "status",
-)
+SORT_COLUMNS = ("name", *NUMERIC_FIELDS, "status")
 
 
 @dataclass(frozen=True)

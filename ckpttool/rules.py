@@ -13,20 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ckpttool.errors import InvalidArgumentError
+from ckpttool.stats import NUMERIC_FIELDS
 
-# TensorStats fields a rule may test.
-RULE_STATS = (
-    "mean",
-    "std",
-    "min",
-    "max",
-    "kurtosis",
-    "zero_fraction",
-    "nonfinite",
-    "spectral_ratio",
-    "row_norm_dispersion",
-    "numel",
-)
+RULE_STATS = NUMERIC_FIELDS  # the TensorStats fields a rule may test
 _OPS = {
     ">=": operator.ge,
     "<=": operator.le,

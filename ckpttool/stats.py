@@ -34,6 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STATUSES = ("trained", "init-like", "init-constant", "nonfinite", "too-small")
 
+NUMERIC_FIELDS = (
+    "numel", "mean", "std", "min", "max", "kurtosis", "zero_fraction", "nonfinite", "spectral_ratio",
+    "row_norm_dispersion",
+)  # fmt: skip
+"""TensorStats fields holding one number each: what `inspect --sort` orders by and `--rule` tests."""
+
 MIN_MATRIX_SIDE = 8
 """Both sides of ``[out, fan_in]`` must reach this for a tensor to be judged as a matrix."""
 
