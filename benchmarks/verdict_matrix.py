@@ -153,11 +153,8 @@ def main(argv=None) -> int:
     print("== trained on digits (16x16), derived cases")
     trained_info = {}
     for arch, (name, kwargs, epochs, lr, reinit) in TRAINED.items():
-        data1 = cal.load_digits_data(img_size=32 if arch == "convnext_atto" else 16)  # 4 downsamplings
-        data = data1
-        if kwargs.get("in_chans") == 3:
-            data = cal.DigitsData(*(t.expand(-1, 3, -1, -1).contiguous() if t.ndim == 4 else t
-                                    for t in (data1.train_x, data1.train_y, data1.test_x, data1.test_y)))
+        data = cal.load_digits_data(img_size=32 if arch == "convnext_atto" else 16,  # 4 downsamplings
+                                    channels=kwargs.get("in_chans", 1))
         torch.manual_seed(0)
         model = cal.create_random_model(name, **kwargs)
         info = cal.train_on_digits(model, data, epochs=max(2, epochs // 4) if args.quick else epochs, lr=lr,

@@ -104,8 +104,10 @@ class DigitsData:
     test_y: Any
 
 
-def load_digits_data(img_size: int = 32, seed: int = 0) -> DigitsData:
-    """scikit-learn's 1797 8x8 digits, upscaled (bilinear) to ``img_size``, 80/20 split."""
+def load_digits_data(img_size: int = 32, seed: int = 0, channels: int = 1) -> DigitsData:
+    """scikit-learn's 1797 8x8 digits, upscaled (bilinear) to ``img_size``, 80/20 split.
+
+    ``channels=3`` repeats the grey image into three equal channels for RGB models."""
     import torch
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
@@ -114,6 +116,8 @@ def load_digits_data(img_size: int = 32, seed: int = 0) -> DigitsData:
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
     x = (x - 0.3) / 0.4
+    if channels != 1:
+        x = x.repeat(1, channels, 1, 1)
     y = torch.tensor(d.target, dtype=torch.long)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     cut = int(0.8 * len(y))

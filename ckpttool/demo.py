@@ -54,10 +54,7 @@ def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0) -> dic
 
     torch.manual_seed(seed)
     model = timm.create_model("vit_tiny_patch16_224", num_classes=10, **SOURCE_GEOMETRY, **MODEL_KWARGS)
-    data = cal.load_digits_data(img_size=SOURCE_GEOMETRY["img_size"], seed=seed)
-    data = cal.DigitsData(
-        data.train_x.repeat(1, 3, 1, 1), data.train_y, data.test_x.repeat(1, 3, 1, 1), data.test_y
-    )
+    data = cal.load_digits_data(img_size=SOURCE_GEOMETRY["img_size"], seed=seed, channels=3)
     info = cal.train_on_digits(
         model, data, epochs=epochs, lr=5e-4, batch=16, seed=seed, target_acc=0.9, lr_scale={"patch_embed": 10.0}
     )

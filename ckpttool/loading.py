@@ -353,22 +353,28 @@ def _unwrap(path: Path, obj: object, is_tensor: Callable[[object], bool]) -> _Un
     return _Unwrapped(tensors, wrapper, stripped, tuple(others), metadata)
 
 
-def _holds_tensor(value: Mapping, is_tensor: Callable[[object], bool]) -> bool:
-    """Any tensor in a nested dict. Iterative, each sub-dict visited once: a hostile pickle can make
-    dicts that contain themselves or share children (2**depth paths for a few bytes)."""
+def _dict_nodes(value: Mapping) -> Iterator[Mapping | None]:
+    """Every dict nested in ``value`` (itself included), each once, depth-first, iteratively.
+
+    Yields None for a dict reached a second time (shared or cyclic) or deeper than ``_MAX_DEPTH``:
+    a hostile pickle can make dicts that contain themselves or share children (2**depth paths for
+    a few bytes), so nothing here may recurse or revisit.
+    """
     seen: set[int] = set()
     stack: list[tuple[Mapping, int]] = [(value, 0)]
     while stack:
         node, depth = stack.pop()
         if id(node) in seen or depth > _MAX_DEPTH:
+            yield None
             continue
         seen.add(id(node))
-        for v in node.values():
-            if is_tensor(v):
-                return True
-            if isinstance(v, Mapping):
-                stack.append((v, depth + 1))
-    return False
+        yield node
+        stack.extend((v, depth + 1) for v in node.values() if isinstance(v, Mapping))
+
+
+def _holds_tensor(value: Mapping, is_tensor: Callable[[object], bool]) -> bool:
+    """Any tensor in a nested dict."""
+    return any(node is not None and any(is_tensor(v) for v in node.values()) for node in _dict_nodes(value))
 
 
 def _is_tensor_tree(value: Mapping, is_tensor: Callable[[object], bool]) -> bool:
@@ -379,21 +385,11 @@ def _is_tensor_tree(value: Mapping, is_tensor: Callable[[object], bool]) -> bool
     """
     if not value:
         return False
-    seen: set[int] = set()
-    stack: list[tuple[Mapping, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if id(node) in seen or depth > _MAX_DEPTH:
-            return False
-        seen.add(id(node))
-        for k, v in node.items():
-            if not isinstance(k, str):
-                return False
-            if isinstance(v, Mapping):
-                stack.append((v, depth + 1))
-            elif not is_tensor(v):
-                return False
-    return True
+    return all(
+        node is not None
+        and all(isinstance(k, str) and (isinstance(v, Mapping) or is_tensor(v)) for k, v in node.items())
+        for node in _dict_nodes(value)
+    )
 
 
 def _flatten(prefix: str, value: Mapping, out: dict[str, Any], is_tensor: Callable[[object], bool]) -> None:
