@@ -9,53 +9,17 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from ckpttool.stats import TensorStats, compute_tensor_stats
-
-
-@dataclass(frozen=True)
-class _Info:
-    """Stand-in for ``ckpttool.loading.TensorInfo`` (same fields) when building from a state dict."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    numel: int
-
-
-def _info_cls() -> type:
-    try:
-        from ckpttool.loading import TensorInfo
-    except ImportError:  # loading.py not there yet: same contract
-        return _Info
-    return TensorInfo
-
-
-def state_dict_arrays(state_dict: Mapping[str, Any]) -> Iterator[tuple[Any, np.ndarray]]:
-    """``(TensorInfo, ndarray)`` pairs from a torch state dict, as ``Checkpoint.iter_arrays`` gives.
-
-    Float tensors of any dtype become float32 arrays; integer/bool tensors keep their dtype.
-    """
-    import torch
-
-    info_cls = _info_cls()
-    for name, t in state_dict.items():
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().cpu()
-        dtype = str(t.dtype).removeprefix("torch.")
-        arr = t.float().numpy() if t.is_floating_point() else t.numpy()
-        yield info_cls(name, tuple(t.shape), dtype, t.numel()), arr
+from ckpttool.loading import state_dict_arrays
+from ckpttool.stats import TensorStats, compute_stats_from_arrays
 
 
 def stats_of_state_dict(state_dict: Mapping[str, Any]) -> list[TensorStats]:
-    """``compute_tensor_stats`` over every tensor of a torch state dict."""
-    return [compute_tensor_stats(info, arr) for info, arr in state_dict_arrays(state_dict)]
+    """The statistics of every tensor of a torch state dict, as ``verify`` computes them for a file."""
+    return compute_stats_from_arrays(state_dict_arrays(state_dict))
 
 
 # --------------------------------------------------------------------------------------------

@@ -407,17 +407,11 @@ def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = Fals
     Returns:
         ckpttool.verdict.Verdict
     """
-    from ckpttool.loading import TensorInfo
-    from ckpttool.stats import compute_tensor_stats
+    from ckpttool.loading import state_dict_arrays
+    from ckpttool.stats import compute_stats_from_arrays
     from ckpttool.verdict import judge
 
-    stats = []
-    for name, t in state_dict.items():
-        t = t.detach().cpu()
-        array = t.float().numpy() if t.is_floating_point() else t.numpy()
-        info = TensorInfo(name=name, shape=tuple(t.shape), dtype=str(t.dtype).removeprefix("torch."),
-                          numel=t.numel())
-        stats.append(compute_tensor_stats(info, array))
+    stats = compute_stats_from_arrays(state_dict_arrays(state_dict))
     return judge(stats, include_head=include_head)
 
 

@@ -24,6 +24,9 @@ _WRAPPERS = frozenset({"model", "module", "backbone", "encoder", "trunk", "net",
 
 _STEM_ALIASES = frozenset({"conv1", "bn1", "conv_stem", "stem"})
 
+_NORM_SUFFIX = re.compile(r"^(.+?)[_-](?:bn|BN|batchnorm|BatchNorm)$")
+"""A norm layer named after the layer it follows (Keras-converted ``conv2`` + ``conv2_BN``)."""
+
 _HEAD = re.compile(
     r"^(?:(?:model|module|backbone|net|base_model)\.)*"
     r"(?:head|head_dist|heads|fc|classifier|last_linear|lm_head|aux_head|auxlogits|aux_logits|logits)"
@@ -99,6 +102,9 @@ def _top_level_group(path: list[str]) -> str:
     while k < len(path) - 1 and path[k] in _WRAPPERS:
         k += 1
     head = path[k]
+    suffixed = _NORM_SUFFIX.match(head)
+    if suffixed:
+        head = suffixed.group(1)
     if head in _STEM_ALIASES:
         head = "stem"
     return ".".join([*path[:k], head])

@@ -41,7 +41,7 @@ class InspectReport:
     def to_dict(self) -> dict:
         keys = (
             "name", "shape", "dtype", "numel", "mean", "std", "min", "max", "kurtosis",
-            "zero_fraction", "nonfinite", "spectral_ratio", "row_norm_dispersion", "status",
+            "zero_fraction", "nonfinite", "spectral_ratio", "row_norm_dispersion", "tail_ratio", "status",
         )  # fmt: skip
         rows = []
         for t in self.tensors:

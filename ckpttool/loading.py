@@ -229,6 +229,17 @@ def _torch_to_numpy(t: torch.Tensor) -> np.ndarray:
     return np.array(t.numpy(), copy=True)
 
 
+def state_dict_arrays(state_dict: Mapping[str, Any]) -> Iterator[tuple[TensorInfo, np.ndarray]]:
+    """``(TensorInfo, ndarray)`` pairs from an in-memory torch state dict, as ``Checkpoint.iter_arrays``
+    gives them for a file (non-tensor entries are skipped; tensors on any device)."""
+    import torch
+
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor):
+            info = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel())
+            yield info, _torch_to_numpy(t.detach().cpu())
+
+
 def find_checkpoints(path: str | Path) -> list[Path]:
     """The checkpoint files at ``path``: the file itself, or every one under a folder (recursive, sorted).
 

@@ -10,6 +10,10 @@ Rules (see design.md "The verdict"):
   makes a trained checkpoint partial;
 - a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has judgeable
   tensors and none is trained;
+- the input layer (``stem``, ``patch_embed``) is reported but not counted when it looks untouched
+  while other groups can be judged (``count_stem=True`` counts it): a small-fan-in input layer can
+  stay within noise of its init through real training (MTCNN's P-Net and R-Net stems, an MLP-Mixer
+  trained on 8x8 digits), and a re-initialised input layer alone is the cheaper mistake to miss;
 - no trained group -> **random**; trained groups and no untouched group -> **pretrained**;
   both -> **partial**, naming the untouched groups.
 """
@@ -28,6 +32,12 @@ VERDICTS = ("pretrained", "random", "partial", "corrupt")
 GROUP_STATUSES = ("trained", "untouched", "unjudged", "nonfinite")
 
 _MAX_NAMES = 5
+_INPUT_LAYERS = frozenset({"stem", "patch_embed"})
+
+
+def is_input_group(name: str) -> bool:
+    """Whether a group is the network's input layer (``stem``, ``patch_embed``, ``backbone.stem``)."""
+    return name.rpartition(".")[2] in _INPUT_LAYERS
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class Verdict:
     head_included: bool
     groups: tuple[GroupSummary, ...]
     reason: str  # one sentence of evidence
+    uncounted_groups: tuple[str, ...] = ()  # input-layer groups that look untouched, not counted
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (head tensors as their stats dicts)."""
@@ -81,6 +92,7 @@ class Verdict:
             "head_included": self.head_included,
             "groups": [g.to_dict() for g in self.groups],
             "reason": self.reason,
+            "uncounted_groups": list(self.uncounted_groups),
         }
 
 
@@ -111,12 +123,14 @@ def _ratio_phrase(stats: Sequence[TensorStats]) -> str:
     return f"spectral ratio median {statistics.median(ratios):.2f}, max {max(ratios):.2f}"
 
 
-def judge(stats: Sequence[TensorStats], *, include_head: bool = False) -> Verdict:
+def judge(stats: Sequence[TensorStats], *, include_head: bool = False, count_stem: bool = False) -> Verdict:
     """Decide what a checkpoint holds from its per-tensor statistics.
 
     Args:
         stats: one ``TensorStats`` per tensor (``compute_checkpoint_stats``), in file order.
         include_head: count the classifier head in the verdict (it is always reported in ``head``).
+        count_stem: let an untouched-looking input layer make the checkpoint partial (by default it
+            is reported in ``uncounted_groups`` when other groups can be judged).
 
     Returns:
         A frozen ``Verdict``.
@@ -150,6 +164,11 @@ def judge(stats: Sequence[TensorStats], *, include_head: bool = False) -> Verdic
 
     trained = [g.name for g in groups if g.status == "trained"]
     untouched = [g.name for g in groups if g.status == "untouched"]
+    uncounted: list[str] = []
+    if not count_stem and any(not is_input_group(g) for g in trained + untouched):
+        uncounted = [g for g in untouched if is_input_group(g)]
+        untouched = [g for g in untouched if not is_input_group(g)]
+    common["uncounted_groups"] = tuple(uncounted)
     judged = len(trained) + len(untouched)
     if not trained:
         if not judged:
@@ -157,11 +176,17 @@ def judge(stats: Sequence[TensorStats], *, include_head: bool = False) -> Verdic
         else:
             reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
                       f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
+        common["uncounted_groups"] = ()  # nothing trained: the input layer is just one more untouched group
         return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
     if not untouched:
         reason = (f"all {judged} judgeable groups are trained: {counts['tensors_trained']} of "
                   f"{len(body)} tensors show training ({_ratio_phrase(body)}).")
+        if uncounted:
+            reason += (f" The input layer ({_names(uncounted)}) looks untouched; not counted: a small input "
+                       f"layer can stay near its init through training.")
         return Verdict(verdict="pretrained", untouched_groups=(), reason=reason, **common)
     reason = (f"{len(untouched)} of {judged} judgeable groups look untouched ({_names(untouched)}) "
               f"while {len(trained)} are trained.")
+    if uncounted:
+        reason += f" The input layer ({_names(uncounted)}) looks untouched too (not counted)."
     return Verdict(verdict="partial", untouched_groups=tuple(untouched), reason=reason, **common)

@@ -63,6 +63,7 @@ class FileReport:
             "tensors_init_like": v.tensors_init_like,
             "tensors_init_constant": v.tensors_init_constant,
             "untouched_groups": list(v.untouched_groups),
+            "uncounted_groups": list(v.uncounted_groups),
             "head": [h.name for h in v.head],
             "head_included": v.head_included,
             "reason": v.reason,
@@ -96,7 +97,7 @@ def verdict_meets(verdict: str, expected: str) -> bool:
     return verdict != "corrupt" if expected == "any" else verdict == expected
 
 
-def judge_file(path: str | Path, *, include_head: bool = False) -> Verdict:
+def judge_file(path: str | Path, *, include_head: bool = False, count_stem: bool = False) -> Verdict:
     """The verdict of one file on disk (safe load -> statistics -> verdict), without hashing it.
 
     Example:
@@ -104,7 +105,7 @@ def judge_file(path: str | Path, *, include_head: bool = False) -> Verdict:
         'random'
     """
     with load_checkpoint(path) as ckpt:
-        return judge(compute_checkpoint_stats(ckpt), include_head=include_head)
+        return judge(compute_checkpoint_stats(ckpt), include_head=include_head, count_stem=count_stem)
 
 
 def verify_file(
@@ -113,6 +114,7 @@ def verify_file(
     expect: str = "auto",
     rules: Sequence[str | Rule] = (),
     include_head: bool = False,
+    count_stem: bool = False,
 ) -> FileReport:
     """Load ``path`` safely, judge it, and check it against ``expect`` and ``rules``.
 
@@ -128,7 +130,7 @@ def verify_file(
         # hashing releases the GIL: it runs on the second core while the statistics run here
         digest = pool.submit(file_sha256, path)
         stats = tuple(compute_checkpoint_stats(ckpt))
-        verdict = judge(stats, include_head=include_head)
+        verdict = judge(stats, include_head=include_head, count_stem=count_stem)
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
         sha = digest.result()
         return FileReport(
@@ -191,6 +193,7 @@ def verify_paths(
     expect: str = "auto",
     rules: Sequence[str] = (),
     include_head: bool = False,
+    count_stem: bool = False,
 ) -> VerifyRun:
     """Verify every checkpoint under ``paths`` (files or folders). Unreadable files are collected, not raised.
 
@@ -209,7 +212,8 @@ def verify_paths(
     reports, errors = [], []
     for f in files:
         try:
-            reports.append(verify_file(f, expect=expect, rules=parsed, include_head=include_head))
+            reports.append(verify_file(f, expect=expect, rules=parsed, include_head=include_head,
+                                       count_stem=count_stem))
         except CkptError as e:
             errors.append(FileError(f, str(e), type(e).__name__))
     return VerifyRun(tuple(reports), tuple(errors))

@@ -23,9 +23,12 @@ from ckpttool.verify import verify_paths
 )
 @click.option("--rule", "rules", multiple=True, metavar="TENSOR:STAT>VALUE", help="Extra rule, reported and enforced (repeatable).")
 @click.option("--include-head", is_flag=True, help="Count the classifier head in the verdict.")
+@click.option("--count-stem", is_flag=True,
+              help="Let an untouched-looking input layer (stem, patch_embed) make a checkpoint partial.")
 @click.option("--manifest", "manifest", type=click.Path(dir_okay=False), help="Check files against a MANIFEST.json.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
-def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include_head: bool, manifest: str | None, fmt: str) -> None:
+def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include_head: bool, count_stem: bool,
+            manifest: str | None, fmt: str) -> None:
     """Verdict pretrained / random / partial / corrupt for each checkpoint under PATHS.
 
     Exit 0: every file passed; 1: a verdict or rule did not meet the expectation;
@@ -39,7 +42,7 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
     if manifest:
         codes.append(_check_manifest(manifest, fmt))
     if paths:
-        run = verify_paths(paths, expect=expect, rules=rules, include_head=include_head)
+        run = verify_paths(paths, expect=expect, rules=rules, include_head=include_head, count_stem=count_stem)
         for e in run.errors:
             fail_line(e.error)
         out = get_renderer(fmt)(run)

@@ -46,6 +46,9 @@ def _render_file(con, f: FileReport) -> None:
     con.print(f"     {v.reason}", markup=False)
     if v.untouched_groups:
         con.print(f"     untouched: {', '.join(v.untouched_groups)}", markup=False)
+    if v.uncounted_groups:
+        con.print(f"     input layer looks untouched (not counted; --count-stem counts it): "
+                  f"{', '.join(v.uncounted_groups)}", markup=False)
     if v.head:
         head = ", ".join(f"{h.name} ({h.status})" for h in v.head)
         con.print(f"     head: {head}", markup=False)

@@ -77,6 +77,25 @@ def test_include_head_changes_counts(capsys, files):
     assert b["tensors_total"] == a["tensors_total"] + 2
 
 
+def test_untouched_stem_is_reported_and_count_stem_counts_it(capsys, tmp_path):
+    from _trained import trained_resnet
+
+    from ckpttool import _calibration as cal
+
+    model, _ = trained_resnet()
+    f = tmp_path / "resnet_stem_reset_pretrained.safetensors"
+    save_checkpoint(f, cal.reinit_modules(model, ["conv1", "bn1"]).state_dict())
+    r = run_cli(capsys, "verify", str(f))
+    assert r.code == 0 and "pretrained (expected pretrained)" in r.out
+    assert "input layer looks untouched (not counted; --count-stem counts it): stem" in r.out
+    doc = json.loads(run_cli(capsys, "verify", str(f), "--format", "json").out)["files"][0]
+    assert doc["uncounted_groups"] == ["stem"] and doc["untouched_groups"] == []
+    strict = run_cli(capsys, "verify", str(f), "--count-stem", "--format", "json")
+    assert strict.code == 1
+    doc = json.loads(strict.out)["files"][0]
+    assert doc["verdict"] == "partial" and doc["untouched_groups"] == ["stem"]
+
+
 def test_junit_and_github(capsys, files):
     r = run_cli(capsys, "verify", str(files), "--format", "junit")
     suite = ET.fromstring(r.out.split("\n", 1)[1])

@@ -1,0 +1,81 @@
+"""Status corrections that need the rest of the checkpoint, applied after the per-tensor statistics.
+
+A vector (norm gain, bias, SSM parameter) can look trained on its own: a mean clearly away from
+zero, or heavy tails. Zero-mean inits never produce that, but some inits draw vectors with a
+non-zero mean (timm's RepVGG BatchNorm weights from N(0.1, 0.1), EfficientViM's state decay from
+U(1, 16)), and calling a random init trained is the costly mistake. So a vector's own evidence
+stands only when something else in the checkpoint corroborates training:
+
+- a BatchNorm layer whose running statistics are still exactly at their init (mean 0, variance 1)
+  never ran a forward pass in training mode: its weight and bias are init values (``init-like``);
+- a BatchNorm layer whose running statistics moved did run in training mode: its vectors stand;
+- any other vector stands only when some matrix outside the classifier head shows training, or
+  when there is no such matrix to judge at all (LPIPS' calibration weights are non-negative vectors
+  and nothing else); otherwise it is left unjudged (``too-small``), with a note saying what it
+  looked like.
+
+A layer frozen during fine-tuning keeps the statistics it was loaded with (not 0/1), so the first
+rule cannot hide a trained layer. What is given up: a network of which only vectors were trained
+(BitFit-style bias tuning of a random init) reads as random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ckpttool.grouping import is_head_tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ckpttool.stats import TensorStats
+
+UNUSED_BATCHNORM_NOTE = "random init: BatchNorm running stats never updated"
+
+
+def _is_constant(s: TensorStats, value: float) -> bool:
+    return s.nonfinite == 0 and s.min == value and s.max == value
+
+
+def _batchnorm_prefixes(by_name: dict[str, TensorStats]) -> tuple[set[str], set[str]]:
+    """``(unused, used)``: prefixes (``"layer1.0.bn1."``) of BatchNorm layers whose running
+    statistics are exactly at init, and of those whose statistics moved."""
+    unused, used = set(), set()
+    for name, mean in by_name.items():
+        if not name.endswith("running_mean"):
+            continue
+        prefix = name[: -len("running_mean")]
+        var = by_name.get(prefix + "running_var")
+        if var is None:
+            continue
+        (unused if _is_constant(mean, 0.0) and _is_constant(var, 1.0) else used).add(prefix)
+    return unused, used
+
+
+def _is_trained_vector(s: TensorStats) -> bool:
+    return s.status == "trained" and s.spectral_ratio is None
+
+
+def apply_checkpoint_context(stats: Sequence[TensorStats]) -> list[TensorStats]:
+    """``stats`` with the corrections above applied (same order; unchanged entries are the same objects).
+
+    Example:
+        >>> from ckpttool.stats import compute_stats_from_arrays  # doctest: +SKIP
+        >>> apply_checkpoint_context(compute_stats_from_arrays(items))  # doctest: +SKIP
+    """
+    if not any(_is_trained_vector(s) for s in stats):
+        return list(stats)
+    unused, used = _batchnorm_prefixes({s.name: s for s in stats})
+    body_matrices = [s for s in stats if s.spectral_ratio is not None and not is_head_tensor(s.name)]
+    matrix_trained = not body_matrices or any(s.status == "trained" for s in body_matrices)
+    out = []
+    for s in stats:
+        if _is_trained_vector(s):
+            prefix = s.name.rpartition(".")[0] + "."
+            if prefix in unused:
+                s = dataclasses.replace(s, status="init-like", note=UNUSED_BATCHNORM_NOTE)
+            elif prefix not in used and not matrix_trained:
+                s = dataclasses.replace(s, status="too-small",
+                                        note=f"unconfirmed ({s.note}): no trained matrix in the checkpoint")
+        out.append(s)
+    return out

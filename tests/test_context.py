@@ -1,0 +1,104 @@
+"""Corrections that need the rest of the checkpoint: unused BatchNorm layers, uncorroborated vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ckpttool.context import UNUSED_BATCHNORM_NOTE
+from ckpttool.loading import TensorInfo
+from ckpttool.stats import compute_stats_from_arrays
+
+RNG = np.random.default_rng(7)
+
+
+def _bn(prefix: str, *, weight: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray):
+    arrays = {
+        f"{prefix}.weight": weight,
+        f"{prefix}.bias": RNG.normal(0.0, 0.1, weight.size).astype(np.float32),
+        f"{prefix}.running_mean": running_mean,
+        f"{prefix}.running_var": running_var,
+    }
+    return [(TensorInfo(n, a.shape, "float32", a.size), a) for n, a in arrays.items()]
+
+
+def _by_name(items):
+    return {s.name: s for s in compute_stats_from_arrays(items)}
+
+
+GAIN = RNG.normal(0.1, 0.1, 256).astype(np.float32)  # timm's RepVGG BatchNorm weight init
+
+
+def test_gain_of_a_batchnorm_that_never_ran_is_an_init():
+    out = _by_name(_bn("bn", weight=GAIN, running_mean=np.zeros(256, np.float32),
+                       running_var=np.ones(256, np.float32)))
+    assert out["bn.weight"].status == "init-like"
+    assert out["bn.weight"].note == UNUSED_BATCHNORM_NOTE
+    assert out["bn.running_mean"].status == "init-constant"
+
+
+@pytest.mark.parametrize("which", ["running_mean", "running_var"])
+def test_same_gain_counts_as_trained_once_the_running_stats_moved(which):
+    mean = np.zeros(256, np.float32)
+    var = np.ones(256, np.float32)
+    moved = {"running_mean": mean, "running_var": var}
+    moved[which] = moved[which] + RNG.uniform(0.01, 0.2, 256).astype(np.float32)
+    out = _by_name(_bn("bn", weight=GAIN, **moved))
+    assert out["bn.weight"].status == "trained"
+
+
+def test_only_the_layer_whose_stats_are_untouched_is_corrected():
+    untouched = _bn("a", weight=GAIN, running_mean=np.zeros(256, np.float32), running_var=np.ones(256, np.float32))
+    used = _bn("b", weight=GAIN, running_mean=RNG.normal(0, 1, 256).astype(np.float32),
+               running_var=RNG.uniform(0.5, 2, 256).astype(np.float32))
+    out = _by_name(untouched + used)
+    assert (out["a.weight"].status, out["b.weight"].status) == ("init-like", "trained")
+
+
+def _trained_matrix(name="blocks.0.mlp.fc1.weight"):
+    # rank-one structure on top of iid noise: a spectral ratio far above any iid draw
+    u, v = RNG.normal(size=(64, 1)), RNG.normal(size=(1, 64))
+    w = (RNG.normal(size=(64, 64)) + 0.6 * u @ v).astype(np.float32)
+    return TensorInfo(name, w.shape, "float32", w.size), w
+
+
+def _norm_gain(name="blocks.0.norm1.weight"):
+    return TensorInfo(name, GAIN.shape, "float32", GAIN.size), GAIN
+
+
+def _iid_matrix(name="blocks.0.attn.qkv.weight"):
+    w = RNG.normal(0, 0.02, size=(64, 64)).astype(np.float32)
+    return TensorInfo(name, w.shape, "float32", w.size), w
+
+
+def test_vector_alone_is_not_evidence_of_training():
+    # EfficientViM draws its state decay from U(1, 16), RepVGG its gains from N(0.1, 0.1) (no
+    # running stats when only parameters are saved): a non-zero mean is not enough on its own
+    out = _by_name([_norm_gain(), _iid_matrix()])
+    assert out["blocks.0.attn.qkv.weight"].status == "init-like"
+    assert out["blocks.0.norm1.weight"].status == "too-small"
+    assert out["blocks.0.norm1.weight"].note.startswith("unconfirmed (non-zero mean")
+
+
+def test_vector_stands_when_a_matrix_shows_training():
+    out = _by_name([_norm_gain(), _trained_matrix()])
+    assert out["blocks.0.mlp.fc1.weight"].status == "trained"
+    assert out["blocks.0.norm1.weight"].status == "trained"
+
+
+def test_a_trained_head_does_not_vouch_for_the_body():
+    # a linear probe trained on a frozen random body: the head is excluded from the verdict
+    out = _by_name([_norm_gain(), _iid_matrix(), _trained_matrix("head.weight")])
+    assert out["blocks.0.norm1.weight"].status == "too-small"
+
+
+def test_vectors_stand_when_there_is_no_matrix_to_judge():
+    # LPIPS ships non-negative per-channel weights and nothing else: vectors are all there is
+    out = _by_name([_norm_gain("lin0.model.1.weight")])
+    assert out["lin0.model.1.weight"].status == "trained"
+
+
+def test_used_batchnorm_vouches_for_its_own_vectors():
+    out = _by_name(_bn("bn", weight=GAIN, running_mean=RNG.normal(0, 1, 256).astype(np.float32),
+                       running_var=RNG.uniform(0.5, 2, 256).astype(np.float32)))
+    assert out["bn.weight"].status == "trained"
