@@ -11,7 +11,8 @@ From these, one status per tensor:
 - ``"nonfinite"``: NaN or Inf anywhere.
 - ``"init-constant"``: an exact init pattern: a constant (LayerNorm 1/0, zero biases, BatchNorm
   buffers, layer-scale gammas), only a few distinct values, everything at <= 1e-4 scale (tokens and
-  jax-style biases at ~1e-6), a monotone vector, or a deterministic sin/cos table.
+  jax-style biases at ~1e-6), a monotone vector, a deterministic sin/cos table, or a fixed Fourier
+  basis (an STFT front end stored as a conv weight).
 - ``"trained"``: a matrix whose spectral ratio is clearly above 1 or whose entries are clearly
   heavier-tailed than a Gaussian (tail ratio), or a vector whose values cannot come from a
   zero-mean iid init (clearly non-zero mean, e.g. trained norm gains, or heavy tails).
@@ -249,6 +250,37 @@ def _is_sincos_table(mat: np.ndarray) -> bool:
     return False
 
 
+_FOURIER_MIN_TAPS = 16
+_FOURIER_PROBE = 4
+_FOURIER_MAX_ROWS = 4096
+
+
+def _tones(rows: np.ndarray) -> bool:
+    """Whether every non-zero row holds all but 1e-6 of its energy in 3 DFT bins (a windowed tone).
+    Rows at rounding-noise level (``sin(pi * n)`` computed in floating point) count as zero."""
+    power = np.abs(np.fft.rfft(rows, axis=1)) ** 2
+    total = power.sum(axis=1)
+    keep = total > 1e-12 * float(total.max())
+    if not keep.any():
+        return False
+    top3 = -np.partition(-power[keep], 2, axis=1)[:, :3].sum(axis=1)
+    return bool(np.all(top3 >= (1.0 - 1e-6) * total[keep]))
+
+
+def _is_fourier_basis(array: np.ndarray) -> bool:
+    """A fixed STFT/DFT front end stored as a conv weight (silero-vad's ``stft_conv``): along the
+    kernel's last axis every non-zero row is a pure windowed tone, which neither an init nor
+    training produces. A few rows are probed first, so an ordinary weight costs one small FFT."""
+    taps = array.shape[-1] if array.ndim >= 2 else 0
+    if taps < _FOURIER_MIN_TAPS:
+        return False
+    rows = array.reshape(-1, taps)
+    if rows.shape[0] < MIN_MATRIX_SIDE or not _tones(rows[:_FOURIER_PROBE].astype(np.float64)):
+        return False
+    stride = max(1, rows.shape[0] // _FOURIER_MAX_ROWS)
+    return _tones(rows[::stride].astype(np.float64))
+
+
 def _row_norm_dispersion(sample: np.ndarray, kurtosis: float | None) -> float | None:
     """Coefficient of variation of row norms over its iid expectation 0.5*sqrt((kurt+2)/fan_in)."""
     if kurtosis is None:
@@ -345,6 +377,8 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     sample = sample_matrix(mat)
     if _is_sincos_table(sample):
         return make(m, status="init-constant", note="sin/cos table")
+    if _is_fourier_basis(array):
+        return make(m, status="init-constant", note="fixed Fourier basis (windowed tones)")
     ratio = spectral_ratio(sample)
     disp = _row_norm_dispersion(sample, m.kurtosis)
     tail, tail_n = tail_ratio(sample) or (None, 0)

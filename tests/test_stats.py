@@ -127,6 +127,29 @@ def test_status(name, array, status):
     assert s.status in STATUSES
 
 
+def stft_basis(n_fft: int) -> np.ndarray:
+    """A fixed STFT front end as a conv weight [2 * (n_fft/2 + 1), 1, n_fft]: periodic Hann window
+    times cosines, then sines (the sine rows of DC and Nyquist are all zero), as silero-vad ships."""
+    n = np.arange(n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)
+    freqs = np.arange(n_fft // 2 + 1)[:, None]
+    rows = np.concatenate([window * np.cos(2 * np.pi * freqs * n / n_fft),
+                           window * np.sin(2 * np.pi * freqs * n / n_fft)])
+    return rows[:, None, :].astype(np.float32)
+
+
+def test_fixed_fourier_basis_is_an_init_constant():
+    s = stats(stft_basis(256), "stft_conv.weight")
+    assert s.status == "init-constant" and "Fourier" in s.note
+
+
+def test_learned_band_pass_filters_are_not_a_fixed_basis():
+    # trained 1-D filters can look like windowed tones, but never to 1e-6 of their energy
+    basis = stft_basis(128)
+    noisy = basis + 0.01 * RNG.standard_normal(basis.shape).astype(np.float32)
+    assert stats(noisy, "conv1.weight").note != stats(basis, "conv1.weight").note
+
+
 def test_low_rank_plus_noise_is_trained():
     u, v = RNG.standard_normal((384, 4)), RNG.standard_normal((4, 256))
     w = (u @ v / 3 + RNG.standard_normal((384, 256))).astype(np.float32)
