@@ -7,7 +7,9 @@ most ``--max-params`` parameters, preferring small variants, initialises it with
 and a fixed seed, and prints the verdict; anything but ``random`` is a miss and is listed with the
 tensors that looked trained. Exit status 1 when there is a miss.
 
-    python benchmarks/random_families.py [--max-params 120e6] [--out results.json]
+    python benchmarks/random_families.py [--max-params 120e6] [--all] [--out results.json]
+
+``--all`` judges every registered model within ``--max-params`` instead of one per family.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def _families() -> dict[str, list[str]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-params", type=float, default=120e6)
+    ap.add_argument("--all", action="store_true", help="every registered model, not one per family")
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -54,16 +57,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     rows = []
     t_start = time.perf_counter()
-    for module, names in _families().items():
+    families = _families()
+    if args.all:  # one "family" per model: every variant is judged
+        families = {f"{module}:{name}": [name] for module, names in families.items() for name in names}
+    for module, names in families.items():
         for name in names[:_TRIES]:
             try:
+                with torch.device("meta"):  # size it first: a 7B-parameter variant must not be built
+                    params = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+                if params > args.max_params:
+                    continue
                 torch.manual_seed(0)
                 model = timm.create_model(name, pretrained=False)
             except Exception as e:  # a variant that needs extra packages or arguments: try the next
                 print(f"   {module:<22} {name:<40} cannot build: {type(e).__name__}", flush=True)
-                continue
-            params = sum(p.numel() for p in model.parameters())
-            if params > args.max_params:
                 continue
             stats = stats_of_state_dict(model.state_dict())
             verdict = judge(stats)

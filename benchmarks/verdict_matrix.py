@@ -16,6 +16,8 @@ Cases:
   (upscaled to 16x16, 32x32 for ConvNeXt; test accuracy printed) -> ``pretrained``;
 - derived from each trained model: classifier reset via ``reset_classifier`` -> ``pretrained``;
   middle blocks re-initialised with timm-style init -> ``partial`` naming exactly those groups;
+  ViT structurally pruned with the runner's masks (zeroed heads and neurons) -> ``pretrained``,
+  and the same masks on a random ViT -> ``random``;
   ViT with patch_embed and pos_embed re-initialised (the 32x32 / patch-4 bug) -> ``partial``
   naming pos_embed, patch_embed reported as an uncounted input layer; ResNet with its stem alone
   re-initialised -> ``pretrained`` with the stem reported (the price of not counting input layers);
@@ -160,6 +162,9 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         sd = cal.create_random_model(name, **kwargs).state_dict()
         _evaluate(f"random {label}", "random", sd, rows)
+    torch.manual_seed(0)
+    pruned = cal.prune_structurally(cal.create_random_model("vit_tiny_patch16_224"), 1, 0.3)
+    _evaluate("random vit_tiny pruned (runner masks)", "random", pruned.state_dict(), rows)
 
     print("== trained on digits (16x16), derived cases")
     trained_info = {}
@@ -181,6 +186,9 @@ def main(argv=None) -> int:
             _evaluate("vit patch_embed+pos_embed reinit", "partial",
                       cal.reinit_vit_embeddings(model).state_dict(), rows,
                       expected_groups=["pos_embed"], expected_uncounted=["patch_embed"])
+        if arch == "vit":
+            _evaluate("vit pruned (runner masks, 1 of 2 heads, 30% neurons)", "pretrained",
+                      cal.prune_structurally(model, 1, 0.3).state_dict(), rows)
         if arch == "resnet18":
             _evaluate("resnet18 stem reinit (blind spot)", "pretrained",
                       cal.reinit_modules(model, ["conv1", "bn1"]).state_dict(), rows, expected_uncounted=["stem"])

@@ -190,6 +190,8 @@ def reinit_modules(model, names: list[str]):
             if isinstance(mod, torch.nn.Conv2d) and is_vit:
                 mod.reset_parameters()  # timm's ViT init leaves convolutions at torch's default
             elif isinstance(mod, torch.nn.Conv2d):
+                if hasattr(mod, "gain"):
+                    mod.reset_parameters()  # timm's weight-standardised convs: the gain back to its init
                 torch.nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
                 if mod.bias is not None:
                     torch.nn.init.zeros_(mod.bias)
@@ -199,6 +201,8 @@ def reinit_modules(model, names: list[str]):
                     torch.nn.init.zeros_(mod.bias)
             elif isinstance(mod, torch.nn.modules.batchnorm._BatchNorm | torch.nn.LayerNorm | torch.nn.GroupNorm):
                 mod.reset_parameters()
+            elif not isinstance(mod, torch.nn.Linear) and callable(getattr(mod, "reset_parameters", None)):
+                mod.reset_parameters()  # other layers with their own init (timm's EvoNorm, ...)
         for pname, p in sub.named_parameters(recurse=True):
             if pname.endswith("gamma") or pname.endswith("gamma_1") or pname.endswith("gamma_2"):
                 with torch.no_grad():
@@ -215,6 +219,22 @@ def reinit_vit_embeddings(model):
     m.patch_embed.proj.reset_parameters()
     with torch.no_grad():
         torch.nn.init.trunc_normal_(m.pos_embed, std=0.02)
+    return m
+
+
+def prune_structurally(model, keep_heads: int, keep_neurons: float):
+    """A copy of a timm ViT with pruning_runner's own masks applied: in every block only the first
+    ``keep_heads`` heads and the first ``keep_neurons`` fraction of MLP neurons kept, the rest zeroed
+    in place (what a masked, not yet compacted, runner checkpoint holds)."""
+    from pruning_runner.groups import GroupMasks, VitLayout, apply_param_masks_, create_param_masks
+
+    m = copy.deepcopy(model)
+    layout = VitLayout.from_model(m)
+    keep = GroupMasks.full(layout)
+    keep.heads[:, keep_heads:] = False
+    keep.neurons[:, int(keep_neurons * layout.mlp_hidden):] = False
+    params = dict(m.named_parameters())
+    apply_param_masks_(params, create_param_masks(params, keep, GroupMasks.full(layout), layout.head_dim))
     return m
 
 

@@ -9,6 +9,10 @@ stands only when something else in the checkpoint corroborates training:
 - a BatchNorm layer whose running statistics are still exactly at their init (mean 0, variance 1)
   never ran a forward pass in training mode: its weight and bias are init values (``init-like``);
 - a BatchNorm layer whose running statistics moved did run in training mode: its vectors stand;
+- a vector tightly clustered around its mean (spread under a quarter of it) stands: that is a
+  constant init (a norm gain of 1) that training moved, as in GroupNorm / LayerNorm / EvoNorm nets
+  whose matrices stay within noise of their init; the random draws above spread as wide as their
+  mean (RepVGG's coefficient of variation 1.0, EfficientViM's 0.5);
 - any other vector stands only when some matrix outside the classifier head shows training, or
   when there is no such matrix to judge at all (LPIPS' calibration weights are non-negative vectors
   and nothing else); otherwise it is left unjudged (``too-small``), with a note saying what it
@@ -31,6 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ckpttool.stats import TensorStats
 
 UNUSED_BATCHNORM_NOTE = "random init: BatchNorm running stats never updated"
+
+DRIFTED_CONSTANT_CV = 0.25
+"""Coefficient of variation (std / |mean|) below which a trained-looking vector is a moved constant."""
 
 
 def _is_constant(s: TensorStats, value: float) -> bool:
@@ -56,6 +63,10 @@ def _is_trained_vector(s: TensorStats) -> bool:
     return s.status == "trained" and s.spectral_ratio is None
 
 
+def _is_drifted_constant(s: TensorStats) -> bool:
+    return s.mean is not None and s.std is not None and s.std < DRIFTED_CONSTANT_CV * abs(s.mean)
+
+
 def apply_checkpoint_context(stats: Sequence[TensorStats]) -> list[TensorStats]:
     """``stats`` with the corrections above applied (same order; unchanged entries are the same objects).
 
@@ -74,7 +85,7 @@ def apply_checkpoint_context(stats: Sequence[TensorStats]) -> list[TensorStats]:
             prefix = s.name.rpartition(".")[0] + "."
             if prefix in unused:
                 s = dataclasses.replace(s, status="init-like", note=UNUSED_BATCHNORM_NOTE)
-            elif prefix not in used and not matrix_trained:
+            elif prefix not in used and not matrix_trained and not _is_drifted_constant(s):
                 s = dataclasses.replace(s, status="too-small",
                                         note=f"unconfirmed ({s.note}): no trained matrix in the checkpoint")
         out.append(s)

@@ -23,6 +23,8 @@ _WRAPPERS = frozenset({"model", "module", "backbone", "encoder", "trunk", "net",
 """Leading wrapper names kept as a prefix of the group name."""
 
 _STEM_ALIASES = frozenset({"conv1", "bn1", "conv_stem", "stem"})
+_CONV_HEAD_ALIASES = frozenset({"conv_head", "bn2"})
+"""EfficientNet-family final 1x1 conv and its norm (top-level ``conv_head`` + ``bn2``): one group."""
 
 _NORM_SUFFIX = re.compile(r"^(.+?)[_-](?:bn|BN|batchnorm|BatchNorm)$")
 """A norm layer named after the layer it follows (Keras-converted ``conv2`` + ``conv2_BN``)."""
@@ -107,4 +109,6 @@ def _top_level_group(path: list[str]) -> str:
         head = suffixed.group(1)
     if head in _STEM_ALIASES:
         head = "stem"
+    elif head in _CONV_HEAD_ALIASES:
+        head = "conv_head"
     return ".".join([*path[:k], head])

@@ -281,6 +281,18 @@ def _is_fourier_basis(array: np.ndarray) -> bool:
     return _tones(rows[::stride].astype(np.float64))
 
 
+def _without_zero_lines(sample: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(sample, kept_rows, kept_cols)``: the sample without all-zero rows and columns, and the
+    fractions kept. Structured pruning zeroes whole neurons and heads; those lines are exact
+    structure, not learned, and would make even a masked random init look low-rank."""
+    rows = np.flatnonzero(np.any(sample != 0, axis=1))
+    cols = np.flatnonzero(np.any(sample != 0, axis=0))
+    kept_rows, kept_cols = rows.size / sample.shape[0], cols.size / sample.shape[1]
+    if rows.size < sample.shape[0] or cols.size < sample.shape[1]:
+        sample = sample[np.ix_(rows, cols)]
+    return sample, kept_rows, kept_cols
+
+
 def _row_norm_dispersion(sample: np.ndarray, kurtosis: float | None) -> float | None:
     """Coefficient of variation of row norms over its iid expectation 0.5*sqrt((kurt+2)/fan_in)."""
     if kurtosis is None:
@@ -379,11 +391,15 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, status="init-constant", note="sin/cos table")
     if _is_fourier_basis(array):
         return make(m, status="init-constant", note="fixed Fourier basis (windowed tones)")
+    sample, kept_rows, kept_cols = _without_zero_lines(sample)
+    if min(sample.shape) < MIN_MATRIX_SIDE:
+        return make(m, status="too-small", note="too few non-zero rows or columns (pruned)")
     ratio = spectral_ratio(sample)
     disp = _row_norm_dispersion(sample, m.kurtosis)
     tail, tail_n = tail_ratio(sample) or (None, 0)
     found = dict(ratio=ratio, disp=disp, tail=tail)
-    if ratio is not None and ratio >= spectral_threshold(*mat.shape):
+    live_shape = (max(1, round(mat.shape[0] * kept_rows)), max(1, round(mat.shape[1] * kept_cols)))
+    if ratio is not None and ratio >= spectral_threshold(*live_shape):
         return make(m, **found, status="trained", note=f"spectral ratio {ratio:.2f}")
     if tail is not None and tail >= tail_threshold(tail_n):
         return make(m, **found, status="trained", note=f"heavy-tailed (tail ratio {tail:.1f})")

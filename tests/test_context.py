@@ -80,6 +80,22 @@ def test_vector_alone_is_not_evidence_of_training():
     assert out["blocks.0.norm1.weight"].note.startswith("unconfirmed (non-zero mean")
 
 
+def test_moved_constant_stands_alone():
+    # GroupNorm gains of a small net trained briefly: 1.0 -> 0.98 +- 0.01 while every conv stays
+    # within noise of its init; a spread far below the mean is a moved constant, not a random draw
+    gain = RNG.normal(0.98, 0.01, 128).astype(np.float32)
+    out = _by_name([(TensorInfo("blocks.0.gn.weight", gain.shape, "float32", gain.size), gain), _iid_matrix()])
+    assert out["blocks.0.gn.weight"].status == "trained"
+
+
+@pytest.mark.parametrize("draw", [lambda n: RNG.normal(0.1, 0.1, n), lambda n: RNG.uniform(1, 16, n)],
+                         ids=["repvgg-normal", "efficientvim-uniform"])
+def test_random_non_zero_mean_draws_do_not_stand_alone(draw):
+    v = draw(256).astype(np.float32)
+    out = _by_name([(TensorInfo("blocks.0.mixer.A", v.shape, "float32", v.size), v), _iid_matrix()])
+    assert out["blocks.0.mixer.A"].status == "too-small"
+
+
 def test_vector_stands_when_a_matrix_shows_training():
     out = _by_name([_norm_gain(), _trained_matrix()])
     assert out["blocks.0.mlp.fc1.weight"].status == "trained"

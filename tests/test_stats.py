@@ -150,6 +150,23 @@ def test_learned_band_pass_filters_are_not_a_fixed_basis():
     assert stats(noisy, "conv1.weight").note != stats(basis, "conv1.weight").note
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+def test_zeroed_rows_or_columns_are_left_out(axis):
+    iid = (RNG.standard_normal((384, 256)) * 0.02).astype(np.float32)
+    u, v = RNG.standard_normal((384, 4)), RNG.standard_normal((4, 256))
+    low_rank = (u @ v / 3 + RNG.standard_normal((384, 256))).astype(np.float32)
+    for w, status in ((iid, "init-like"), (low_rank, "trained")):
+        w = w.copy()
+        if axis == 0:
+            w[: int(0.7 * w.shape[0])] = 0  # pruned neurons (fc1 rows)
+        else:
+            w[:, : int(0.7 * w.shape[1])] = 0  # pruned neurons seen from fc2 (columns)
+        assert stats(w).status == status
+    w = iid.copy()
+    w[5:] = 0
+    assert stats(w).status == "too-small"
+
+
 def test_low_rank_plus_noise_is_trained():
     u, v = RNG.standard_normal((384, 4)), RNG.standard_normal((4, 256))
     w = (u @ v / 3 + RNG.standard_normal((384, 256))).astype(np.float32)

