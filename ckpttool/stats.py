@@ -281,12 +281,22 @@ def _is_fourier_basis(array: np.ndarray) -> bool:
     return _tones(rows[::stride].astype(np.float64))
 
 
-def _without_zero_lines(sample: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """``(sample, kept_rows, kept_cols)``: the sample without all-zero rows and columns, and the
-    fractions kept. Structured pruning zeroes whole neurons and heads; those lines are exact
-    structure, not learned, and would make even a masked random init look low-rank."""
-    rows = np.flatnonzero(np.any(sample != 0, axis=1))
-    cols = np.flatnonzero(np.any(sample != 0, axis=0))
+DEAD_LINE = 1e-4
+"""A row or column whose largest entry is below this fraction of that of the 90th-percentile row is
+left out (a high percentile, so that it holds with most lines pruned)."""
+
+
+def _without_dead_lines(sample: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(sample, kept_rows, kept_cols)``: the sample without rows and columns that are zero or at
+    init-token scale next to the rest, and the fractions kept. Structured pruning zeroes whole
+    neurons and heads, and some inits draw part of a matrix at ~1e-6 (timm's gated MLP-Mixer: half
+    of each ``fc1``); such lines are exact structure, not learned, and would otherwise make even a
+    random init look low-rank or heavy-tailed."""
+    peak = np.abs(sample)
+    row_peak, col_peak = peak.max(axis=1), peak.max(axis=0)
+    floor = DEAD_LINE * float(np.quantile(row_peak, 0.9))
+    rows = np.flatnonzero(row_peak > floor)
+    cols = np.flatnonzero(col_peak > floor)
     kept_rows, kept_cols = rows.size / sample.shape[0], cols.size / sample.shape[1]
     if rows.size < sample.shape[0] or cols.size < sample.shape[1]:
         sample = sample[np.ix_(rows, cols)]
@@ -391,9 +401,9 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, status="init-constant", note="sin/cos table")
     if _is_fourier_basis(array):
         return make(m, status="init-constant", note="fixed Fourier basis (windowed tones)")
-    sample, kept_rows, kept_cols = _without_zero_lines(sample)
+    sample, kept_rows, kept_cols = _without_dead_lines(sample)
     if min(sample.shape) < MIN_MATRIX_SIDE:
-        return make(m, status="too-small", note="too few non-zero rows or columns (pruned)")
+        return make(m, status="too-small", note="too few live rows or columns (pruned)")
     ratio = spectral_ratio(sample)
     disp = _row_norm_dispersion(sample, m.kurtosis)
     tail, tail_n = tail_ratio(sample) or (None, 0)
