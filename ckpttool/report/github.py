@@ -1,4 +1,5 @@
-"""GitHub Actions workflow commands: an ::error/::notice annotation per file."""
+"""GitHub Actions workflow commands: an ::error/::warning/::notice annotation per file (a warning
+when a file passed with an input layer that looks untouched, reported but not counted)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _prop(s: str) -> str:
 def render_github(run: VerifyRun) -> str:
     lines = []
     for f in run.files:
-        level = "notice" if f.passed else "error"
+        level = "error" if not f.passed else "warning" if f.verdict.uncounted_groups else "notice"
         title = f"ckpttool verify: {f.verdict.verdict}"
         msg = f.verdict.reason if f.passed else f"{f.failure_reason}. {f.verdict.reason}"
         lines.append(f"::{level} file={_prop(str(f.path))},title={_prop(title)}::{_data(msg)}")

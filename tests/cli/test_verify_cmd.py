@@ -94,6 +94,8 @@ def test_untouched_stem_is_reported_and_count_stem_counts_it(capsys, tmp_path):
     assert strict.code == 1
     doc = json.loads(strict.out)["files"][0]
     assert doc["verdict"] == "partial" and doc["untouched_groups"] == ["stem"]
+    gh = run_cli(capsys, "verify", str(f), "--format", "github")
+    assert gh.code == 0 and gh.out.startswith("::warning file=") and "input layer (stem)" in gh.out
 
 
 def test_junit_and_github(capsys, files):
