@@ -15,7 +15,6 @@ tensors that looked trained. Exit status 1 when there is a miss.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import platform
 import sys
@@ -28,16 +27,13 @@ _TRIES = 4
 
 
 def _families() -> dict[str, list[str]]:
+    """timm's model modules -> their registered models, small variants first."""
     import timm
-    from timm.models import get_pretrained_cfg  # noqa: F401  (timm >= 0.9 registry)
-    from timm.models._registry import _model_to_module
 
-    families: dict[str, list[str]] = collections.defaultdict(list)
-    for name in timm.list_models():
-        families[_model_to_module.get(name, "?")].append(name)
+    families = {module: timm.list_models(module=module) for module in timm.list_modules()}
     for names in families.values():
         names.sort(key=lambda n: (not any(p in n for p in _SMALL), len(n), n))
-    return dict(sorted(families.items()))
+    return {module: names for module, names in sorted(families.items()) if names}
 
 
 def main(argv=None) -> int:

@@ -192,10 +192,7 @@ def _open_torch(path: Path, fmt: str) -> Checkpoint:
     obj = load_torch_object(path, fmt, mmap=True)
     unwrapped = _unwrap(path, obj, torch.is_tensor)
     tensors = unwrapped.tensors
-    infos = tuple(
-        TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel())
-        for name, t in tensors.items()
-    )
+    infos = tuple(_tensor_info(name, t) for name, t in tensors.items())
 
     def close() -> None:
         tensors.clear()
@@ -212,6 +209,10 @@ def _open_torch(path: Path, fmt: str) -> Checkpoint:
         read=lambda name: _torch_to_numpy(tensors[name]),
         close=close,
     )
+
+
+def _tensor_info(name: str, t: torch.Tensor) -> TensorInfo:
+    return TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel())
 
 
 def _torch_to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -236,8 +237,7 @@ def state_dict_arrays(state_dict: Mapping[str, Any]) -> Iterator[tuple[TensorInf
 
     for name, t in state_dict.items():
         if isinstance(t, torch.Tensor):
-            info = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel())
-            yield info, _torch_to_numpy(t.detach().cpu())
+            yield _tensor_info(name, t), _torch_to_numpy(t.cpu())
 
 
 def find_checkpoints(path: str | Path) -> list[Path]:

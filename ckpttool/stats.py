@@ -2,9 +2,10 @@
 corrections that need the rest of the checkpoint live in ``ckpttool.context``).
 
 Each tensor gets moments (mean, std, min, max, excess kurtosis, zero fraction, non-finite count)
-and, for matrices (``[out, fan_in]`` after reshaping, both sides >= 8), two scale-free structure
-signals: the spectral ratio (see ``ckpttool._spectral``) and the row-norm dispersion (the spread of
-row norms over what iid entries with that fan-in and kurtosis would give; ~1.0 for iid).
+and, for matrices (``[out, fan_in]`` after reshaping, both sides >= 8, dead rows and columns left
+out), three scale-free structure signals: the spectral ratio (see ``ckpttool._spectral``), the tail
+ratio (``tail_ratio``) and the row-norm dispersion (the spread of row norms over what iid entries
+with that fan-in and kurtosis would give; ~1.0 for iid).
 
 From these, one status per tensor:
 
