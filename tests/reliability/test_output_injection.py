@@ -21,16 +21,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import _attacks as A
+import _names as N
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import ckpttool
 from ckpttool.cli import main
 from ckpttool.report.escape import escape_text
 
 SOURCE = Path(ckpttool.__file__).resolve().parents[1]  # the copy under test, for the child process
-# What no output line may contain raw: C0 but LF, DEL, C1, bidi controls, separators, surrogates.
-UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                    "\ud800-\udfff\ufffe\uffff]")
 # "[/]" spans a folder: "sub[" / "]evil..." (a file name cannot hold "/")
 EVIL_NAME = "sub[/]evil\x1b[31m\x0c\n::error::x [bold]a:b,c%d\u202e_pretrained.safetensors"
 FAKE_PASS = "\x1b[2K\r\x1b[32mPASS\x1b[0m all good\n::error title=forged::x [/]"
@@ -69,7 +69,7 @@ def hostile(tmp_path_factory) -> Path:
 
 
 def assert_clean(text: str) -> None:
-    bad = UNSAFE.search(text)
+    bad = N.UNSAFE.search(text)
     assert bad is None, f"raw {bad.group()!r} in output: {text!r}"
 
 
@@ -182,3 +182,17 @@ def test_backup_and_backup_list_print_markup_in_paths_and_reasons_literally(caps
     code, out, err = cli(capsys, "restore", record["id"], "--root", str(folder))
     assert code == 0, err
     assert f"{path} already holds backup" in out
+
+
+@pytest.fixture(scope="module")
+def base_report(hostile):
+    from ckpttool.verify import verify_file
+
+    return verify_file(hostile / "fake_pass.pth")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.text(min_size=1, max_size=40),
+                 st.lists(st.sampled_from(N.FRAGMENTS), min_size=1, max_size=8).map("".join)))
+def test_any_name_is_safe_in_every_format(base_report, name):
+    assert N.output_problems(base_report, name) == []
