@@ -43,7 +43,6 @@ BACKUP_MANIFEST = "MANIFEST.json"
 BACKUP_FORMAT = "ckpttool-backup-manifest"
 BACKUP_VERSION = 1
 DEFAULT_ROOT = Path("init_model")
-_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -14,18 +14,10 @@ from pathlib import Path
 
 import _attacks as A
 import pytest
+from _cli import cli
 
 from ckpttool.backup import backup_file, find_backup, restore_backup
-from ckpttool.cli import main
 from ckpttool.errors import InvalidArgumentError
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def mode(path: Path) -> int:

@@ -16,21 +16,13 @@ from pathlib import Path
 
 import _attacks as A
 import pytest
+from _cli import cli
 
-from ckpttool.cli import main
 from ckpttool.errors import ManifestError
 from ckpttool.manifest import ManifestEntry, check_manifest, update_manifest
 
 SECRET = b"-----BEGIN PRIVATE KEY----- not for the report"
 SECRET_SHA = hashlib.sha256(SECRET).hexdigest()
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture

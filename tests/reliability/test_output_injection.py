@@ -23,11 +23,11 @@ from pathlib import Path
 import _attacks as A
 import _names as N
 import pytest
+from _cli import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ckpttool
-from ckpttool.cli import main
 from ckpttool.report.escape import escape_text
 
 SOURCE = Path(ckpttool.__file__).resolve().parents[1]  # the copy under test, for the child process
@@ -36,14 +36,6 @@ EVIL_NAME = "sub[/]evil\x1b[31m\x0c\n::error::x [bold]a:b,c%d\u202e_pretrained.s
 FAKE_PASS = "\x1b[2K\r\x1b[32mPASS\x1b[0m all good\n::error title=forged::x [/]"
 EVIL_TENSOR = "blocks.0.[/][bold]\x1b[2J.weight"
 EVIL_MODULE = "os\n::error file=forged.py::forged annotation\n"
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def _weights(seed: int):

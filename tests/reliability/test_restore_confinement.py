@@ -14,18 +14,10 @@ import os
 from pathlib import Path
 
 import pytest
+from _cli import cli
 
 from ckpttool.backup import backup_file, list_backups, restore_backup
-from ckpttool.cli import main
 from ckpttool.errors import InvalidArgumentError, ManifestError
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture
