@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ckpttool.errors import CkptError, OutputError
+from ckpttool.errors import CheckpointNotFoundError, CkptError, OutputError
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 
@@ -63,7 +63,9 @@ def file_lock(path: str | Path, *, timeout: float | None = DEFAULT_LOCK_TIMEOUT_
     try:
         fd = open_regular(lock, action="cannot use lock file", follow_symlinks=False,
                           flags=os.O_RDWR | os.O_CREAT)
-    except CkptError as e:
+    except CheckpointNotFoundError as e:
+        raise OutputError(f"cannot create lock file {lock}: its folder does not exist; check {lock.parent}") from e
+    except CkptError as e:  # a planted symlink or FIFO, or a folder that is not writable
         raise OutputError(f"{e}; check that {lock.parent} is a writable folder, and remove {lock} if it is "
                           "not an empty file ckpttool made") from e
     try:
