@@ -101,17 +101,25 @@ def _keras_unit(*layers: str) -> tuple[str, ...]:
 
 ENTRIES: list[Entry] = [
     # --- graph nets (materials) -----------------------------------------------------------------------
+    # CHGNet's last angle block is a dead branch (its output feeds nothing the energy depends on). Proof,
+    # in all three files: the Adam state in the file's 'optimizer' has no entry for any parameter of
+    # angle_layers.2 (param_groups[0]['params'] lists 136 (0.2.0: 99) ids in state-dict order, 'state' holds
+    # all but composition_model.fc (least-squares fitted) and angle_layers.2.*), its two 64x256 weights
+    # lie inside the kaiming-uniform bound +-1/16 exactly (trained neighbours reach |w| 17), its BatchNorm
+    # gains are exactly 1 and biases 0, and r2scan (transfer-learned from 0.3.0) holds the same values.
     Entry("chgnet-0.3.0", "chgnet==0.4.2", "chgnet/pretrained/0.3.0/chgnet_0.3.0_e29f68s314m37.pth.tar",
           "d14ab7c0f093efe64b60a7bcd540bca10e74fb7f46c86108a079af60524659d1",
           "CHGNet charge-informed GNN potential (training ckpt + Adam state)", "torch", unwrap=("model", "state_dict"),
-          twin="all:torch"),
+          shipped="partial", shipped_groups=("angle_layers.2",), twin="all:torch"),
     Entry("chgnet-0.2.0", "chgnet==0.4.2", "chgnet/pretrained/0.2.0/chgnet_0.2.0_e30f77s348m32.pth.tar",
           "ef624f78b6db9d315b4ef256f1bb3207449924191b91720dc17d3f60c5df980e",
-          "CHGNet 0.2.0 GNN potential", "torch", unwrap=("model", "state_dict"), init="timm"),
+          "CHGNet 0.2.0 GNN potential (training ckpt + Adam state)", "torch", unwrap=("model", "state_dict"),
+          shipped="partial", shipped_groups=("angle_layers.2",), init="timm"),
     Entry("chgnet-r2scan", "chgnet==0.4.2",
           "chgnet/pretrained/r2scan/chgnet_r2scan_transfer_learning_e15f36s161m23.pth.tar",
           "8eba3db0f35a2788bb3ae22885ad340591e27996f213c6643af522a633b50dad",
-          "CHGNet r2SCAN transfer-learned GNN potential", "torch", unwrap=("model", "state_dict")),
+          "CHGNet r2SCAN transfer-learned GNN potential (+ Adam state)", "torch", unwrap=("model", "state_dict"),
+          shipped="partial", shipped_groups=("angle_layers.2",)),
     Entry("sevennet-0", "sevenn==0.13.0", "sevenn/pretrained_potentials/SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth",
           "7052cb42b7b3be42b40b97fa0d21077a48c54b5548948fc4dcf346629f813c36",
           "SevenNet-0 equivariant (e3nn) GNN potential", "torch", unwrap=("model_state_dict",),
@@ -170,11 +178,12 @@ ENTRIES: list[Entry] = [
     Entry("g2p-en", "g2p-en==2.1.0", "g2p_en/checkpoint20.npz",
           "b8af35e4596d8dd5836dfd3fe9b2ba4f97b9c311efe8879544cbcfcbd566d8c6",
           "English G2P GRU encoder-decoder (numpy)", "npz", rename=_G2P_EN,
-          blocks=(("encoder",), ("decoder",)), twin="all:torch"),
+          blocks=(("decoder",),), twin="all:torch",
+          note="one block: the body is two GRUs; re-initialising both would leave only embeddings and fc"),
     Entry("g2pm", "g2pm==0.1.2.5", "g2pM/np_ckpt.pkl",
           "5b38c21cbaeb5f9b2f5d0bf872487de0fc22f91a3b26189b7d998136d2c8d3ae",
           "Mandarin G2P BiLSTM (numpy dict)", "pickle",
-          blocks=(("lstm",), ("logit_layer.0",)), twin="all:torch"),
+          blocks=(("lstm",),), twin="all:torch", note="one block: the body is one BiLSTM and one hidden layer"),
     # --- images: OCR, detection, faces, watermarking ---------------------------------------------------------
     Entry("nudenet-320n", "nudenet==3.4.2", "nudenet/320n.onnx",
           "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
@@ -712,16 +721,25 @@ def reinit_blocks(arrays: dict, blocks, style: str, seed: int, flat_weights: str
 # ---------------------------------------------------------------------------------------------------
 
 
-def _import_from_wheel(e: Entry, cache: Path, module: str):
-    """Import ``module`` from the unpacked wheel (only where its imports are torch/numpy)."""
+def _import_from_wheel(e: Entry, cache: Path, module: str, real_parents: int = 0):
+    """Import ``module`` from the unpacked wheel without running its packages' ``__init__`` files.
+
+    The packages' top-level imports pull in things the model code does not need (torchaudio, ssg,
+    pkg_resources); each parent package is registered as an empty namespace on its folder instead.
+    """
     import importlib
 
     root = cache / "unpacked" / e.spec.replace("==", "-")
     if not root.exists():
         with zipfile.ZipFile(_wheel(e.spec, cache)) as z:
             z.extractall(root)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    parts = module.split(".")
+    for i in range(1, len(parts) - real_parents):  # the innermost ``real_parents`` packages do run
+        pkg = ".".join(parts[:i])
+        if pkg not in sys.modules:
+            stub = types.ModuleType(pkg)
+            stub.__path__ = [str(root.joinpath(*parts[:i]))]
+            sys.modules[pkg] = stub
     return importlib.import_module(module)
 
 
@@ -743,7 +761,9 @@ def _twin(fn):
 def attacut_c(e: Entry, cache: Path) -> dict:
     import torch
 
-    mod = _import_from_wheel(e, cache, "attacut.models.seq_ch_conv")
+    # attacut.preprocessing imports the syllable tokenizer ssg at the top; the model never calls it
+    sys.modules.setdefault("ssg", types.ModuleType("ssg"))
+    mod = _import_from_wheel(e, cache, "attacut.models.seq_ch_conv", real_parents=1)
     torch.manual_seed(0)
     # attacut-c's shipped shapes: 139 characters, emb 48, conv 196, l1 32
     return _state_arrays(mod.Model({"num_tokens": 139}, "emb:48|conv:196|l1:32|do:0.1"))
@@ -772,15 +792,17 @@ def torchfcpe(e: Entry, cache: Path) -> dict:
     # fcpe_c_v001: 128 mel bins, 360 cents bins, 512 hidden, 6 conv-only conformer layers
     net = mod.CFNaiveMelPE(input_channels=128, out_dims=360, hidden_dims=512, n_layers=6, n_heads=8,
                            use_fa_norm=False, conv_only=True, conv_dropout=0.0, atten_dropout=0.0)
-    return _state_arrays(net)
+    # the shipped file was saved with the old weight_norm names; torch loads them into the parametrization
+    return {k.replace("parametrizations.weight.original0", "weight_g")
+            .replace("parametrizations.weight.original1", "weight_v"): v for k, v in _state_arrays(net).items()}
 
 
 @_twin
 def perth(e: Entry, cache: Path) -> dict:
     import torch
 
-    enc = _import_from_wheel(e, cache, "perth.perth_net.perth_net_implicit.model.encoder")
-    dec = _import_from_wheel(e, cache, "perth.perth_net.perth_net_implicit.model.decoder")
+    enc = _import_from_wheel(e, cache, "perth.perth_net.perth_net_implicit.model.encoder", real_parents=1)
+    dec = _import_from_wheel(e, cache, "perth.perth_net.perth_net_implicit.model.decoder", real_parents=1)
     torch.manual_seed(0)
     out = _state_arrays(enc.Encoder(hidden=256, subband=128), "encoder.")
     out.update(_state_arrays(dec.Decoder(hidden=256, subband=128), "decoder."))
@@ -853,7 +875,9 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
     blocks = e.blocks or auto_blocks(arrays)
     seed = int(hashlib.sha256(e.key.encode()).hexdigest()[:8], 16)
     re_arrays, changed = reinit_blocks(arrays, blocks, e.init, seed, e.flat_weights)
-    judged("reinit", "partial", blocks, re_arrays, {"init": e.init, "tensors_reinit": changed})
+    # a module that was never trained (shipped == partial) stays untouched in the re-initialised file too
+    expected_blocks = tuple(blocks) + tuple((g,) for g in e.shipped_groups)
+    judged("reinit", "partial", expected_blocks, re_arrays, {"init": e.init, "tensors_reinit": changed})
     if e.twin:
         try:
             if e.twin.startswith("all:"):  # every tensor as the framework's default init makes it
@@ -865,7 +889,9 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
                          "expected": "random", "got": "skipped", "ok": None, "reason": f"twin not built: {exc}"})
         else:
             missing = sorted(set(arrays) ^ set(twin))
-            judged("twin", "random", (), twin, {"names_differ_from_shipped": missing[:10]})
+            kind = (f"init rule: every tensor re-initialised ({e.twin[4:]})" if e.twin.startswith("all:")
+                    else "constructor: the package's own model class, random")
+            judged("twin", "random", (), twin, {"twin": kind, "names_differ_from_shipped": missing[:10]})
     return rows
 
 
