@@ -814,7 +814,8 @@ def perth(e: Entry, cache: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def judge_arrays(arrays: dict, fmt: str):
+def judge_arrays(arrays: dict, fmt: str, evidence=None):
+    """``judge_file`` on the arrays written to a temporary file; ``evidence(path, verdict)`` runs on it too."""
     from ckpttool.verify import judge_file
 
     with tempfile.TemporaryDirectory(prefix="wild-") as d:
@@ -828,7 +829,62 @@ def judge_arrays(arrays: dict, fmt: str):
 
             path = Path(d) / "weights.safetensors"
             save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
-        return judge_file(path)
+        v = judge_file(path)
+        return v, (evidence(path, v) if evidence else None)
+
+
+def _inside(group: str, prefix: str) -> bool:
+    return group == prefix or group.startswith(prefix + ".")
+
+
+def _fmt_stats(s) -> str:
+    def f(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    fan_in = int(np.prod(s.shape[1:])) if len(s.shape) >= 2 else 0
+    peak = max(abs(s.min or 0.0), abs(s.max or 0.0))
+    bound = f" max|w|*sqrt(fan_in)={peak * np.sqrt(fan_in):.2f}" if fan_in else ""
+    return (f"{s.name} {list(s.shape)} {s.status}: spectral {f(s.spectral_ratio)} kurt {f(s.kurtosis)} "
+            f"rownorm-disp {f(s.row_norm_dispersion)} tail {f(s.tail_ratio)}{bound}"
+            + (f" ({s.note})" if s.note else ""))
+
+
+def _evidence_for(expected: str, blocks):
+    """Per-tensor evidence for a miss: the groups called untouched wrongly, and the blocks not named."""
+
+    def evidence(path: Path, v) -> list[str]:
+        from ckpttool.grouping import group_of
+        from ckpttool.loading import load_checkpoint
+        from ckpttool.stats import compute_checkpoint_stats
+
+        prefixes = [p for b in blocks for p in b]
+        wrong = [] if expected == "random" else [
+            g for g in v.untouched_groups if not any(_inside(g, p) for p in prefixes)]
+        named = set(v.untouched_groups)
+        unnamed = [b for b in blocks if not any(_inside(g, p) for g in named for p in b)]
+        ok = v.verdict == expected and not wrong and not unnamed
+        if ok:
+            return []
+        with load_checkpoint(path) as ckpt:
+            stats = list(compute_checkpoint_stats(ckpt))
+        status = {g.name: g.status for g in v.groups}
+        lines = []
+        for g in wrong:
+            lines.append(f"called untouched, is trained: {g}")
+            lines += ["    " + _fmt_stats(s) for s in stats if group_of(s.name) == g and len(s.shape) >= 2]
+        if expected == "random":
+            trained = [s for s in stats if s.status == "trained"]
+            lines.append(f"tensors called trained in a random init: {len(trained)}")
+            lines += ["    " + _fmt_stats(s) for s in trained[:8]]
+        for b in unnamed:
+            members = [s for s in stats if any(s.name.startswith(p + ".") or s.name == p for p in b)]
+            groups = sorted({group_of(s.name) for s in members})
+            lines.append(f"re-initialised block {b[0]} not named; its tensors sit in group(s) "
+                         + ", ".join(f"{g} ({status.get(g, 'head/not judged')})" for g in groups))
+            lines += ["    " + _fmt_stats(s) for s in members if len(s.shape) >= 2][:4]
+        return lines
+
+    return evidence
 
 
 def _names_right(blocks, got: tuple[str, ...]) -> bool:
@@ -836,11 +892,8 @@ def _names_right(blocks, got: tuple[str, ...]) -> bool:
 
     ``blocks``: one tuple of module prefixes per block (a Keras residual unit is several layers).
     """
-    def inside(g, p):
-        return g == p or g.startswith(p + ".")
-
-    return (all(any(inside(g, p) for b in blocks for p in b) for g in got)
-            and all(any(inside(g, p) for g in got for p in b) for b in blocks))
+    return (all(any(_inside(g, p) for b in blocks for p in b) for g in got)
+            and all(any(_inside(g, p) for g in got for p in b) for b in blocks))
 
 
 def _row(e: Entry, case: str, expected: str, expected_groups, v, seconds: float, extra: dict) -> dict:
@@ -865,10 +918,10 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
     def judged(case, expected, groups, arr, extra):
         t0 = time.perf_counter()
         try:
-            v = judge_arrays(arr, fmt)
+            v, evidence = judge_arrays(arr, fmt, _evidence_for(expected, groups))
         except Exception as exc:  # noqa: BLE001 - a crash of the verdict is a finding, not the end of the run
-            v, extra = None, {**extra, "error": f"{type(exc).__name__}: {exc}"}
-        rows.append(_row(e, case, expected, groups, v, time.perf_counter() - t0, extra))
+            v, evidence, extra = None, None, {**extra, "error": f"{type(exc).__name__}: {exc}"}
+        rows.append(_row(e, case, expected, groups, v, time.perf_counter() - t0, {**extra, "evidence": evidence}))
 
     judged("shipped", e.shipped, tuple((g,) for g in e.shipped_groups), arrays,
            {"read": how, "tensors": len(arrays)})
@@ -933,6 +986,8 @@ def _print_report(rows: list[dict]) -> None:
                   f"    expected {r['expected']} {r.get('expected_groups') or ''} -> got {r['got']}; "
                   f"untouched={r['untouched']} uncounted={r['uncounted']} "
                   f"trained {r['trained']}/{r['total']}\n    reason: {r['reason']}")
+            for line in r.get("evidence") or []:
+                print("    " + line)
 
 
 def main(argv=None) -> int:
