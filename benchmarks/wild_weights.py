@@ -20,7 +20,7 @@ cached under ``--cache``/arrays so a re-run only judges.
                                       [--out rows.json] [--list KEY]
 
 Exit status 1 when a case is missed, 2 when a file cannot be fetched or its sha256 differs.
-Not part of the test suite: it downloads (about 290 MB of wheels on the first run).
+Not part of the test suite: it downloads 25 wheels (about 490 MB, the largest ~100 MB) on the first run.
 Helper packages it needs and the project does not: onnx, h5py.
 """
 
