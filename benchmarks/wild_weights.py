@@ -244,7 +244,7 @@ ENTRIES: list[Entry] = [
           twin="torchfcpe"),
     Entry("pesto-mir1k", "pesto-pitch==2.0.1", "pesto/weights/mir-1k.ckpt",
           "f48c355153fc2fce13393a216ff1629cdfe776b527ce11c8e879df9165e1fb3d",
-          "PESTO pitch Resnet1d + Toeplitz head (Lightning ckpt)", "torch", unwrap=("state_dict",), twin="all:torch"),
+          "PESTO pitch Resnet1d + Toeplitz head (Lightning ckpt)", "torch", unwrap=("state_dict",), twin="pesto"),
     Entry("pesto-mir1k-g7", "pesto-pitch==2.0.1", "pesto/weights/mir-1k_g7.ckpt",
           "16c32e06ddd950e3e4866dfa3c7f8a87c4988f8adf43e57977b189f031f26f3e",
           "PESTO pitch Resnet1d, wider (Lightning ckpt)", "torch", unwrap=("state_dict",), init="timm"),
@@ -810,6 +810,24 @@ def torchfcpe(e: Entry, cache: Path) -> dict:
     # the shipped file was saved with the old weight_norm names; torch loads them into the parametrization
     return {k.replace("parametrizations.weight.original0", "weight_g")
             .replace("parametrizations.weight.original1", "weight_v"): v for k, v in _state_arrays(net).items()}
+
+
+@_twin
+def pesto(e: Entry, cache: Path) -> dict:
+    """PESTO's encoder and confidence head built as pesto.loader.load_model does, from the file's hparams."""
+    import torch
+
+    obj, _ = _load_torch(_member(e, cache))
+    mod = _import_from_wheel(e, cache, "pesto.model")
+    torch.manual_seed(0)
+    out = {"shift": np.zeros((), np.float32)}  # PESTO.shift: nn.Parameter(torch.zeros(()))
+    out.update(_state_arrays(mod.Resnet1d(**obj["hparams"]["encoder"]), "encoder."))
+    out.update(_state_arrays(mod.ConfidenceClassifier(), "confidence."))
+    # pesto 2.0.1's Resnet1d wraps each prefilter conv in a Sequential; the shipped mir-1k.ckpt predates
+    # that and has no confidence head (load_model loads it with strict=False): keep the shipped names
+    shipped = obj["state_dict"]
+    out = {re.sub(r"prefilt_layers\.(\d+)\.0\.", r"prefilt_layers.\1.", k): v for k, v in out.items()}
+    return {k: v for k, v in out.items() if k in shipped}
 
 
 @_twin
