@@ -9,6 +9,8 @@ Keras .h5, .npz and pickled numpy dicts). Keras and ONNX matrices are put in PyT
 
 Cases per file:
   shipped  the weights as shipped                               -> ``pretrained``
+  file     (torch files) the shipped file itself, wrappers and optimizer state included -> as shipped,
+           or ``refused`` where the pickle holds non-torch globals (configs, hparams)
   reinit   two whole middle blocks re-initialised (fixed seed)  -> ``partial`` naming exactly them
   twin     the package's own constructor, random (where it can be built offline) -> ``random``
 
@@ -866,6 +868,36 @@ def judge_arrays(arrays: dict, fmt: str, evidence=None):
         return v, (evidence(path, v) if evidence else None)
 
 
+def _judge_path(path: Path, evidence):
+    from ckpttool.verify import judge_file
+
+    v = judge_file(path)
+    return v, evidence(path, v)
+
+
+_PLAIN_ROOTS = frozenset({"torch", "collections", "numpy", "_codecs", "builtins", "__builtin__", "copyreg"})
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """Globals of a torch zip pickle outside torch / numpy / plain containers (configs, hparams classes)."""
+    import pickletools
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    except (zipfile.BadZipFile, StopIteration):
+        return []
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            found.add(arg.replace(" ", "."))
+        elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.add(f"{strings[-2]}.{strings[-1]}")
+    return sorted(g for g in found if g.split(".")[0] not in _PLAIN_ROOTS)
+
+
 def _inside(group: str, prefix: str) -> bool:
     return group == prefix or group.startswith(prefix + ".")
 
@@ -931,12 +963,14 @@ def _names_right(blocks, got: tuple[str, ...]) -> bool:
 
 def _row(e: Entry, case: str, expected: str, expected_groups, v, seconds: float, extra: dict) -> dict:
     if v is None:
-        got, untouched, uncounted, reason = "error", [], [], extra.pop("error")
+        got, untouched, uncounted, reason = extra.pop("got_override", "error"), [], [], extra.pop("error")
     else:
         got, untouched, uncounted, reason = v.verdict, list(v.untouched_groups), list(v.uncounted_groups), v.reason
     ok = got == expected
     if ok and expected == "partial":
         ok = _names_right(expected_groups, tuple(untouched))
+    if ok and expected == "refused":  # the refusal must name only the globals really refused
+        ok = not re.search(r"\b(?:builtins|__builtin__|collections)\.\w+", reason)
     return {"key": e.key, "package": e.spec, "arch": e.arch, "file": e.member, "case": case,
             "expected": expected, "expected_groups": [list(b) for b in expected_groups], "got": got,
             "names_right": ok if expected == "partial" else None, "ok": ok, "untouched": untouched,
@@ -964,6 +998,24 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
     # a module that was never trained (shipped == partial) stays untouched in the re-initialised file too
     expected_blocks = tuple(blocks) + tuple((g,) for g in e.shipped_groups)
     judged("reinit", "partial", expected_blocks, re_arrays, {"init": e.init, "tensors_reinit": changed})
+    if e.fmt == "torch":
+        # the shipped file itself, wrappers and optimizer state included: what a user would run verify on
+        path = _member(e, cache)
+        foreign = _foreign_globals(path)
+        expected = "refused" if foreign else e.shipped
+        t0 = time.perf_counter()
+        try:
+            v, evidence = _judge_path(path, _evidence_for(e.shipped, tuple((g,) for g in e.shipped_groups)))
+            extra = {"evidence": evidence}
+        except Exception as exc:  # noqa: BLE001
+            from ckpttool.errors import UnsafeCheckpointError
+
+            got = "refused" if isinstance(exc, UnsafeCheckpointError) else "error"
+            v, extra = None, {"error": f"{type(exc).__name__}: {exc}", "got_override": got}
+        extra["why_expected"] = ("pickle holds non-torch globals: refusing is right, and the message should "
+                                 f"name only these: {', '.join(foreign[:8])}") if foreign else "as shipped"
+        rows.append(_row(e, "file", expected, tuple((g,) for g in e.shipped_groups), v,
+                         time.perf_counter() - t0, extra))
     if e.twin:
         try:
             if e.twin.startswith("all:"):  # every tensor as the framework's default init makes it
@@ -985,7 +1037,7 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
 # Report
 # ---------------------------------------------------------------------------------------------------
 
-_COLS = ("pretrained", "partial", "partial*", "random", "corrupt", "error")
+_COLS = ("pretrained", "partial", "partial*", "random", "corrupt", "refused", "refused*", "error")
 
 
 def _print_report(rows: list[dict]) -> None:
@@ -993,18 +1045,20 @@ def _print_report(rows: list[dict]) -> None:
     print(f"\n{'package':<28} {'architecture':<44} {'file':<52} {'case':<8} {'expected':<10} got")
     for r in rows:
         mark = "   " if r["ok"] else ("-- " if r["ok"] is None else "BAD")
-        got = r["got"] + ("" if r["ok"] or r["got"] != "partial" or r["expected"] != "partial" else " (names)")
+        got = r["got"] + ("" if r["ok"] or r["got"] != r["expected"] else
+                          " (names)" if r["got"] == "partial" else " (message)")
         print(f"{mark}{r['package'][:25]:<25} {r['arch'][:44]:<44} {r['file'][-52:]:<52} {r['case']:<8} "
               f"{r['expected']:<10} {got}")
     conf: Counter = Counter()
     for r in judged:
         col = r["got"]
-        if r["expected"] == "partial" and r["got"] == "partial" and not r["ok"]:
-            col = "partial*"
+        if r["expected"] == r["got"] and r["got"] in ("partial", "refused") and not r["ok"]:
+            col = r["got"] + "*"
         conf[(r["expected"], col)] += 1
-    print("\nconfusion (rows expected, columns got; partial* = partial with wrong/missing block names)")
+    print("\nconfusion (rows expected, columns got; partial* = partial with wrong/missing block names, "
+          "refused* = refusal message that also names plain containers)")
     print(f"{'':<12}" + "".join(f"{c:>11}" for c in _COLS))
-    for exp in ("pretrained", "partial", "random"):
+    for exp in ("pretrained", "partial", "random", "refused"):
         if any(k[0] == exp for k in conf):
             print(f"{exp:<12}" + "".join(f"{conf[(exp, c)]:>11}" for c in _COLS))
     misses = [r for r in judged if not r["ok"]]
