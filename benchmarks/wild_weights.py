@@ -62,7 +62,7 @@ class Entry:
     member: str  # path inside the wheel
     sha256: str  # of the member file
     arch: str  # what the network is, in a few words
-    fmt: str  # torch | onnx | h5 | npz | pickle
+    fmt: str  # torch | onnx | h5 | npz | pickle | dynet
     unwrap: tuple[str, ...] = ()  # keys leading to the state dict inside the loaded object
     blocks: tuple[tuple[str, ...], ...] | None = None  # two blocks (each: its name prefixes); None: auto
     init: str = "torch"  # re-init style: torch (PyTorch defaults) | timm (trunc_normal .02) | keras
@@ -72,6 +72,7 @@ class Entry:
     drop: str | None = None  # regex of tensor names that are not weights (dropped at conversion)
     rename: tuple[tuple[str, str], ...] = ()  # (regex, replacement) to PyTorch-style names, in order
     flat_weights: str | None = None  # regex: 1-D weights that are flattened matrices (e3nn), init N(0, 1)
+    order: tuple[str, ...] = ()  # name prefixes in module order, where the file's own order differs
     note: str = ""
 
 _PADDLE = ((r"_deepcopy_\d+$", ""), (r"\.w_1$", ".running_mean"), (r"\.w_2$", ".running_var"),
@@ -94,6 +95,16 @@ _G2P_EN = ((r"^(enc|dec)_emb$", r"\1_emb.weight"), (r"^enc_([wb])_(ih|hh)$", r"e
            (r"^dec_([wb])_(ih|hh)$", r"decoder.\1_\2_l0"), (r"\.w_(ih|hh)_l0$", r".weight_\1_l0"),
            (r"\.b_(ih|hh)_l0$", r".bias_\1_l0"), (r"^fc_w$", "fc.weight"), (r"^fc_b$", "fc.bias"))
 """g2p-en's numpy GRU (``enc_w_ih``...) -> the nn.GRU names it mirrors."""
+_NAGISA = ((r"^/_0$", "uni_emb.weight"), (r"^/_1$", "bi_emb.weight"), (r"^/_2$", "word_emb.weight"),
+           (r"^/_3$", "ctype_emb.weight"), (r"^/_4$", "pos_emb.weight"), (r"^/_5$", "ws_out.weight"),
+           (r"^/_6$", "ws_out.bias"), (r"^/_7$", "crf_trans.weight"), (r"^/_8$", "pos_out.weight"),
+           (r"^/_9$", "pos_out.bias"), (r"^/birnn/", "/ws_lstm/"), (r"^/birnn_1/", "/pos_lstm/"),
+           (r"^/birnn_2/", "/char_lstm/"), (r"^/(\w+)/vanilla-lstm-builder/_0$", r"\1.weight_ih_l0"),
+           (r"^/(\w+)/vanilla-lstm-builder/_1$", r"\1.weight_hh_l0"), (r"^/(\w+)/vanilla-lstm-builder/_2$", r"\1.bias_ih_l0"),
+           (r"^/(\w+)/vanilla-lstm-builder_1/_0$", r"\1.weight_ih_l0_reverse"),
+           (r"^/(\w+)/vanilla-lstm-builder_1/_1$", r"\1.weight_hh_l0_reverse"),
+           (r"^/(\w+)/vanilla-lstm-builder_1/_2$", r"\1.bias_ih_l0_reverse"))
+"""nagisa's DyNet parameters -> the modules nagisa/model.py builds (lookups, three BiLSTMs, two outputs, CRF)."""
 _SEVENN_FLAT = r"(?:linear|mul|convolution)\.weight$"
 """e3nn Linear / TensorProduct weights: flattened, initialised N(0, 1) (normalised in forward)."""
 
@@ -187,6 +198,13 @@ ENTRIES: list[Entry] = [
           "5c9a5fa34677217baf83e2b578fdff1fb5fd027c30d4aa7daa8bd7320cf77357",
           "DeepCut Thai tokenizer: embedding + 12 parallel conv1d (Keras)", "h5",
           blocks=(("conv1d_5",), ("conv1d_9",)), init="keras", twin="all:keras"),
+    Entry("nagisa", "nagisa==0.3.0", "nagisa/data/nagisa_v001.model",
+          "9db9abc06a927c56e18af8d485e20a14908138752be459a83f0dc7ac85368c1b",
+          "nagisa Japanese tokenizer/POS: char/word lookups + 3 BiLSTMs + CRF (DyNet)", "dynet", rename=_NAGISA,
+          order=("uni_emb", "bi_emb", "word_emb", "ctype_emb", "pos_emb", "ws_lstm", "pos_lstm", "char_lstm",
+                 "ws_out", "crf_trans", "pos_out"),
+          blocks=(("ws_lstm",), ("char_lstm",)), init="keras", twin="all:keras",
+          note="DyNet's default initialiser is Glorot, as Keras'"),
     Entry("g2p-en", "g2p-en==2.1.0", "g2p_en/checkpoint20.npz",
           "b8af35e4596d8dd5836dfd3fe9b2ba4f97b9c311efe8879544cbcfcbd566d8c6",
           "English G2P GRU encoder-decoder (numpy)", "npz", rename=_G2P_EN,
@@ -501,6 +519,27 @@ def _load_h5(path: Path) -> dict:
     return out
 
 
+def _load_dynet(path: Path) -> dict:
+    """DyNet's text format: ``#Parameter# /name {d0,d1} size ZERO_GRAD`` then one line of values.
+
+    Values are column-major; a lookup parameter ``{dim,vocab}`` is ``vocab`` vectors of ``dim``.
+    """
+    out = {}
+    with open(path, encoding="ascii") as f:
+        for header in f:
+            kind, name, dims = header.split()[:3]
+            shape = tuple(int(d) for d in dims.strip("{}").split(","))
+            values = np.array(f.readline().split(), dtype=np.float32)
+            if kind == "#LookupParameter#":
+                a = values.reshape(shape[1], shape[0])  # one row per entry
+            elif len(shape) == 2:
+                a = values.reshape(shape[1], shape[0]).T
+            else:
+                a = values.reshape(shape)
+            out[name] = a
+    return out
+
+
 def convert(e: Entry, path: Path) -> tuple[dict, str]:
     """The file's weights as an ordered name -> float array dict, and how it was read."""
     if e.fmt == "torch":
@@ -513,6 +552,8 @@ def convert(e: Entry, path: Path) -> tuple[dict, str]:
         flat, how = _load_onnx(path), "onnx initializers"
     elif e.fmt == "h5":
         flat, how = _load_h5(path), "h5py (Keras layout -> torch layout)"
+    elif e.fmt == "dynet":
+        flat, how = _load_dynet(path), "DyNet text format (column-major -> row-major)"
     elif e.fmt == "npz":
         z = np.load(path, allow_pickle=False)
         flat, how = {k: z[k] for k in z.files}, "np.load"
@@ -538,6 +579,9 @@ def convert(e: Entry, path: Path) -> tuple[dict, str]:
         elif not np.issubdtype(v.dtype, np.integer) or v.size == 0:
             continue
         out[k] = np.ascontiguousarray(v)
+    if e.order:
+        rank = {k: next((i for i, p in enumerate(e.order) if k.startswith(p)), len(e.order)) for k in out}
+        out = dict(sorted(out.items(), key=lambda kv: rank[kv[0]]))  # stable: file order within a prefix
     return out, how
 
 
