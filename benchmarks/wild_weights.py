@@ -8,11 +8,13 @@ Keras .h5, .npz, pickled numpy dicts, DyNet text models). Keras and ONNX matrice
 (``[out, in, *kernel]``) so the verdict sees what a user who converted the file would feed it.
 
 Cases per file:
-  shipped  the weights as shipped                               -> ``pretrained``
+  shipped  the weights as shipped -> ``pretrained``, or ``partial`` naming a module proven never trained
+           (CHGNet's dead angle block: no optimizer state, weights inside the init bound)
   file     (torch files) the shipped file itself, wrappers and optimizer state included -> as shipped,
            or ``refused`` where the pickle holds non-torch globals (configs, hparams)
   reinit   two whole middle blocks re-initialised (fixed seed)  -> ``partial`` naming exactly them
-  twin     the package's own constructor, random (where it can be built offline) -> ``random``
+  twin     the package's own model class, random (attacut, fcd, pesto, perth, torchfcpe); elsewhere every
+           tensor re-initialised by the framework's default init rule -> ``random``
 
 The arrays are written to a temporary .safetensors file (``--format pt`` writes a torch file that
 keeps module order instead) and judged with ``ckpttool.verify.judge_file``. Converted arrays are
@@ -23,7 +25,8 @@ cached under ``--cache``/arrays so a re-run only judges.
 
 Exit status 1 when a case is missed, 2 when a file cannot be fetched or its sha256 differs.
 Not part of the test suite: it downloads 26 wheels (about 510 MB, the largest ~100 MB) on the first run.
-Helper packages it needs and the project does not: onnx, h5py.
+Helper packages it needs and the project does not: onnx, h5py; einops and local-attention for the
+torchfcpe twin (a twin that cannot be built is reported as skipped).
 """
 
 from __future__ import annotations
