@@ -68,7 +68,7 @@ class Entry:
     fmt: str  # torch | onnx | h5 | npz | pickle | dynet
     unwrap: tuple[str, ...] = ()  # keys leading to the state dict inside the loaded object
     blocks: tuple[tuple[str, ...], ...] | None = None  # two blocks (each: its name prefixes); None: auto
-    init: str = "torch"  # re-init style: torch (PyTorch defaults) | timm (trunc_normal .02) | keras
+    init: str = "torch"  # re-init style (see reinit_tensor): torch | timm | hf | keras | normal
     twin: str | None = None  # name of a builder in TWINS
     shipped: str = "pretrained"  # expected verdict of the file as shipped
     shipped_groups: tuple[str, ...] = ()  # for shipped == "partial": the untouched modules (proof in note)
@@ -77,6 +77,7 @@ class Entry:
     flat_weights: str | None = None  # regex: 1-D weights that are flattened matrices (e3nn), init N(0, 1)
     order: tuple[str, ...] = ()  # name prefixes in module order, where the file's own order differs
     note: str = ""
+
 
 _PADDLE = ((r"_deepcopy_\d+$", ""), (r"\.w_1$", ".running_mean"), (r"\.w_2$", ".running_var"),
            (r"\.w_0$", ".weight"), (r"\.b_0$", ".bias"))
@@ -115,10 +116,6 @@ _SEVENN_FLAT = r"(?:linear|mul|convolution)\.weight$"
 def _sevenn_layer(i: int) -> tuple[str, ...]:
     return tuple(f"{i}_{m}" for m in ("self_connection_intro", "self_interaction_1", "convolution",
                                       "self_interaction_2", "equivariant_gate", "self_connection_outro"))
-
-
-def _keras_unit(*layers: str) -> tuple[str, ...]:
-    return layers
 
 
 ENTRIES: list[Entry] = [
@@ -378,16 +375,29 @@ class _Stub(dict):
         self.state = state
 
 
-_ALLOWED_ROOTS = ("torch", "collections", "numpy", "_codecs", "builtins", "copyreg")
+_PLAIN_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str",
+                             "bytes", "bytearray", "slice", "range", "object"})
 
 
 class _StubUnpickler(pickle.Unpickler):
-    # Only torch / numpy / containers are resolved; every other global (omegaconf, argparse.Namespace,
-    # lightning AttributeDict, a package's own config classes) becomes an inert _Stub subclass, so no
-    # code from the pickle runs beyond tensor rebuilding. Used only on files whose sha256 was checked.
+    # Resolves only what rebuilds tensors and arrays (torch types, dtypes and _rebuild_* helpers, numpy
+    # arrays, plain containers); every other global (omegaconf, argparse.Namespace, lightning's
+    # AttributeDict, a package's own classes, any function) becomes an inert _Stub subclass, so nothing in
+    # the pickle runs. Used only on files whose sha256 was checked first.
     def find_class(self, module, name):
-        if module.split(".")[0] in _ALLOWED_ROOTS and not (module == "builtins" and name in {"eval", "exec"}):
+        root = module.split(".")[0]
+        if module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS:
             return super().find_class(module, name)
+        if (module, name) in {("collections", "OrderedDict"), ("collections", "defaultdict"), ("_codecs", "encode")}:
+            return super().find_class(module, name)
+        if root == "numpy" and name in {"_reconstruct", "ndarray", "dtype", "scalar"}:
+            return super().find_class(module, name)
+        if root == "torch":
+            import torch
+
+            obj = super().find_class(module, name)
+            if isinstance(obj, (type, torch.dtype)) or name.startswith("_rebuild"):
+                return obj
         return type(name, (_Stub,), {"__module__": "stub." + module})
 
 
@@ -1018,6 +1028,8 @@ def _row(e: Entry, case: str, expected: str, expected_groups, v, seconds: float,
         ok = _names_right(expected_groups, tuple(untouched))
     if ok and expected == "refused":  # the refusal must name only the globals really refused
         ok = not re.search(r"\b(?:builtins|__builtin__|collections)\.\w+", reason)
+    if e.note:
+        extra = {**extra, "note": e.note}
     return {"key": e.key, "package": e.spec, "arch": e.arch, "file": e.member, "case": case,
             "expected": expected, "expected_groups": [list(b) for b in expected_groups], "got": got,
             "names_right": ok if expected == "partial" else None, "ok": ok, "untouched": untouched,
