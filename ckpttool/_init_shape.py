@@ -16,7 +16,21 @@ init. Two other departures from an iid init show them:
   normal of the same kurtosis bounds every entry at a known multiple of the standard deviation;
   entries beyond that bound cannot come from any such init, however little training moved the rest.
 
-numpy only, pure functions of one matrix.
+Two more need no model of the init beyond "zero-mean, no heavier-tailed than a Gaussian", which
+holds for every standard init (uniform, normal, truncated normal, orthogonal, any scale):
+
+- **mean offset**: ``|mean| / (std / sqrt(n))``, ~|N(0, 1)| for a zero-mean init;
+- **trimmed excess kurtosis**: the kurtosis of the entries within 6 robust standard deviations of
+  the median, over its standard error ``sqrt(24 / n)``. Trimming drops the rare clamped +-2 values of
+  torch's ``trunc_normal_`` (which put a random init's plain kurtosis in the hundreds) and keeps
+  the moderately heavy tails that training grows (kurtosis 0.3-3 in small convs that the tail
+  ratio, a 99th-percentile statistic, cannot see).
+
+Each signal is a z-score, ~N(0, 1) for an iid init; one decides alone when far out, and together
+(root sum of squares) they decide for small matrices where several are moderately out.
+
+numpy only, pure functions of one matrix. Every threshold sits at about twice the largest value
+seen over the matrices of 79 timm families' random inits (``benchmarks/random_families.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +59,24 @@ EDGE_MARGIN = 1.02
 which entries are beyond any uniform-like init's support."""
 
 MIN_EDGE_ENTRIES = 256
+
+MEAN_Z = 8.0
+"""Mean offset at or above which a matrix is not a zero-mean init (timm random inits: <= 4.6)."""
+
+KURTOSIS_Z = 8.0
+"""Trimmed excess kurtosis, in standard errors, at or above which entries are heavier-tailed than any
+init gives (timm random inits: <= 3.9)."""
+
+COMBINED_Z = 8.0
+"""Root sum of squares of the evidence z-scores (positive kurtosis, tail and mean offsets, both
+dispersions over 8 or more lines) at or above which several moderate departures together show
+training (timm random inits: <= 5.5; iid chi-square with 5 degrees of freedom: p ~ 1e-12)."""
+
+COMBINED_MIN_LINES = 8
+
+_TRIM_SIGMAS = 6.0
+_KURTOSIS_SAMPLE = 1 << 15
+_MIN_KURTOSIS_ENTRIES = 128
 
 
 def line_dispersions(sample: np.ndarray) -> tuple[float | None, float | None]:
@@ -75,7 +107,7 @@ def line_dispersions(sample: np.ndarray) -> tuple[float | None, float | None]:
     return out[0], out[1]
 
 
-def dispersion_z(ratio: float | None, lines: int) -> float | None:
+def dispersion_z(ratio: float | None, lines: int, *, min_lines: int = MIN_LINES) -> float | None:
     """The evidence of a dispersion ratio over ``lines`` rows or columns: ~N(0, 1) for iid entries.
     None when there are too few lines or the lines have equal norms by construction.
 
@@ -83,7 +115,7 @@ def dispersion_z(ratio: float | None, lines: int) -> float | None:
         >>> round(dispersion_z(2.0, 64), 1), dispersion_z(2.0, 8), dispersion_z(0.01, 512)
         (7.8, None, None)
     """
-    if ratio is None or lines < MIN_LINES or ratio < EQUAL_NORMS:
+    if ratio is None or lines < min_lines or ratio < EQUAL_NORMS:
         return None
     return math.log(ratio) * math.sqrt(2.0 * lines)
 
@@ -124,3 +156,63 @@ def edge_overshoot(edge: float, kurtosis: float | None, n: int) -> float | None:
     if kurtosis is None or kurtosis >= UNIFORM_LIKE_KURTOSIS or n < MIN_EDGE_ENTRIES:
         return None
     return edge / uniform_edge_bound(kurtosis, n)
+
+
+def mean_z(mean: float, std: float, n: int) -> float | None:
+    """``|mean| / (std / sqrt(n))``: ~|N(0, 1)| for entries from a zero-mean init.
+
+    Example:
+        >>> mean_z(0.1, 1.0, 10_000)
+        10.0
+    """
+    return abs(mean) / (std / math.sqrt(n)) if std > 0 and n > 1 else None
+
+
+def trimmed_kurtosis(sample: np.ndarray) -> tuple[float, int] | None:
+    """``(excess kurtosis, n)`` of the non-zero entries (a fixed strided subsample of at most 32768)
+    within 6 robust standard deviations (1.4826 x the median absolute deviation) of their median;
+    None below 128 entries or when the spread is zero.
+
+    Example:
+        >>> g = np.random.default_rng(0).standard_normal(20_000)
+        >>> g[:3] = 1e4  # clamped outliers are trimmed away
+        >>> k, n = trimmed_kurtosis(g)
+        >>> abs(k) < 0.2
+        True
+    """
+    flat = sample.reshape(-1)
+    flat = flat[flat != 0]
+    flat = flat[:: max(1, flat.size // _KURTOSIS_SAMPLE)].astype(np.float64)
+    if flat.size < _MIN_KURTOSIS_ENTRIES:
+        return None
+    med = float(np.median(flat))
+    mad = 1.4826 * float(np.median(np.abs(flat - med)))
+    if mad == 0.0:
+        return None
+    kept = flat[np.abs(flat - med) <= _TRIM_SIGMAS * mad]
+    d = kept - kept.mean()
+    m2 = float(np.dot(d, d)) / d.size
+    if m2 == 0.0:
+        return None
+    d2 = d * d
+    return float(np.dot(d2, d2)) / d.size / (m2 * m2) - 3.0, int(kept.size)
+
+
+def kurtosis_z(kurtosis: float, n: int) -> float:
+    """An excess kurtosis in standard errors of a Gaussian sample of ``n`` (``sqrt(24 / n)``).
+
+    Example:
+        >>> round(kurtosis_z(0.5, 6144), 1)
+        8.0
+    """
+    return kurtosis / math.sqrt(24.0 / n)
+
+
+def combined_z(parts: list[float | None]) -> float:
+    """The root sum of squares of the evidence z-scores that exist (each ~N(0, 1) for an iid init).
+
+    Example:
+        >>> combined_z([6.0, None, 6.0, 3.0])
+        9.0
+    """
+    return math.sqrt(sum(p * p for p in parts if p is not None))

@@ -104,7 +104,7 @@ def is_embedding_table(name: str) -> bool:
         >>> is_embedding_table("embeddings.word_embeddings.weight"), is_embedding_table("blocks.0.mlp.fc1.weight")
         (True, False)
     """
-    return _EMBEDDING_TABLE.search(name) is not None and "pos" not in name.rpartition(".")[0].lower()
+    return _EMBEDDING_TABLE.search(name) is not None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -224,6 +224,7 @@ def _split_wide_modules(groups: dict[str, str], matrices: set[str]) -> dict[str,
             children.setdefault(group, set()).add(rest[0])
     wide = {g for g, kids in children.items()
             if len(kids) >= 2 and not any(p.isdigit() for p in g.split(".")) and not is_input_group(g)
+            and not _NUMBERED_MODULE.match(g.rpartition(".")[2])  # ``conv5`` is a block already
             and g.rpartition(".")[2] not in {"stem", "conv_head"}}
     out = dict(groups)
     for name, group in groups.items():

@@ -3,9 +3,9 @@ corrections that need the rest of the checkpoint live in ``ckpttool.context``).
 
 Each tensor gets moments (mean, std, min, max, excess kurtosis, zero fraction, non-finite count)
 and, for matrices (``[out, fan_in]`` after reshaping, both sides >= 8, dead rows and columns left
-out), five scale-free structure signals: the spectral ratio (see ``ckpttool._spectral``), the tail
-ratio (``tail_ratio``), the row- and column-norm dispersions and the uniform edge overshoot (see
-``ckpttool._init_shape``); each ~1.0 (tail ratio ~3.8 or less) for an iid init.
+out), scale-free structure signals: the spectral ratio (see ``ckpttool._spectral``), the tail
+ratio (``tail_ratio``), and (see ``ckpttool._init_shape``) the row- and column-norm dispersions,
+the uniform edge overshoot, the trimmed kurtosis and the mean offset.
 
 From these, one status per tensor:
 
@@ -15,9 +15,9 @@ From these, one status per tensor:
   jax-style biases at ~1e-6), a monotone vector, a deterministic sin/cos table, or a fixed Fourier
   basis (an STFT front end stored as a conv weight).
 - ``"trained"``: a matrix whose spectral ratio is clearly above 1, whose entries are clearly
-  heavier-tailed than a Gaussian (tail ratio), whose row or column norms are clearly more even or
-  more uneven than iid entries give, or whose uniform-like entries reach past a uniform init's
-  edge; or a vector whose values cannot come from a zero-mean iid init (clearly non-zero mean,
+  heavier-tailed than a Gaussian (tail ratio, trimmed kurtosis), whose row or column norms are
+  clearly more even or more uneven than iid entries give, whose uniform-like entries reach past a
+  uniform init's edge, or whose mean is clearly off zero; or a vector whose values cannot come from a zero-mean iid init (clearly non-zero mean,
   e.g. trained norm gains, or heavy tails).
 - ``"init-like"``: a matrix that looks like iid random entries.
 - ``"too-small"``: nothing to judge: scalars, short vectors, random-looking vectors, integer
@@ -35,11 +35,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ckpttool._init_shape import (
+    COMBINED_MIN_LINES,
+    COMBINED_Z,
     DISPERSION_Z,
     EDGE_MARGIN,
+    KURTOSIS_Z,
+    MEAN_Z,
+    combined_z,
     dispersion_z,
     edge_overshoot,
+    kurtosis_z,
     line_dispersions,
+    mean_z,
+    trimmed_kurtosis,
 )
 from ckpttool._spectral import sample_matrix, spectral_ratio
 from ckpttool.context import apply_checkpoint_context
@@ -51,7 +59,7 @@ STATUSES = ("trained", "init-like", "init-constant", "nonfinite", "too-small")
 
 NUMERIC_FIELDS = (
     "numel", "mean", "std", "min", "max", "kurtosis", "zero_fraction", "nonfinite", "spectral_ratio",
-    "row_norm_dispersion", "tail_ratio", "column_norm_dispersion", "edge_overshoot",
+    "row_norm_dispersion", "tail_ratio", "column_norm_dispersion", "edge_overshoot", "trimmed_kurtosis",
 )  # fmt: skip
 """TensorStats fields holding one number each: what `inspect --sort` orders by and `--rule` tests."""
 
@@ -102,6 +110,16 @@ def tail_threshold(n: int) -> float:
         (6.97, 4.5)
     """
     return max(TAIL_TRAINED_FLOOR, TAIL_RATIO_GAUSSIAN + 8.0 * _TAIL_SD / math.sqrt(n))
+
+
+def tail_z(ratio: float, n: int) -> float:
+    """A tail ratio in standard deviations above the Gaussian value, for ``n`` entries.
+
+    Example:
+        >>> round(tail_z(TAIL_RATIO_GAUSSIAN + 0.63, 1024), 1)
+        3.2
+    """
+    return (ratio - TAIL_RATIO_GAUSSIAN) / (_TAIL_SD / math.sqrt(n))
 
 
 def tail_ratio(sample: np.ndarray) -> tuple[float, int] | None:
@@ -162,6 +180,7 @@ class TensorStats:
     tail_ratio: float | None = None  # matrices only; ~3.8 for Gaussian entries, ~2.0 for uniform
     column_norm_dispersion: float | None = None  # matrices only; ~1 for iid entries
     edge_overshoot: float | None = None  # uniform-like matrices only; > 1.02: beyond a uniform init's edge
+    trimmed_kurtosis: float | None = None  # matrices only; excess kurtosis without extreme outliers (0: Gaussian)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists, None stays None -> null)."""
@@ -355,8 +374,8 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     array = np.asarray(array)
     flat = array.reshape(-1)
 
-    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None, status,
-             note) -> TensorStats:
+    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None,
+             tkurt=None, status, note) -> TensorStats:
         if m is None:
             vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
         else:
@@ -364,7 +383,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
                         zero_fraction=m.zeros / flat.size)
         return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
                            row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail,
-                           column_norm_dispersion=cdisp, edge_overshoot=edge)
+                           column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt)
 
     if flat.size == 0:
         return make(None, status="too-small", note="empty")
@@ -415,18 +434,32 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     if sm is not None and sm.std > 0:
         extent = max(sm.max - sm.mean, sm.mean - sm.min) / sm.std
         edge = edge_overshoot(extent, sm.kurtosis, sample.size)
-    found = dict(ratio=ratio, disp=disp, tail=tail, cdisp=cdisp, edge=edge)
+    tkurt, tkurt_n = trimmed_kurtosis(sample) or (None, 0)
+    found = dict(ratio=ratio, disp=disp, tail=tail, cdisp=cdisp, edge=edge, tkurt=tkurt)
     live_shape = (max(1, round(mat.shape[0] * kept_rows)), max(1, round(mat.shape[1] * kept_cols)))
     if ratio is not None and ratio >= spectral_threshold(*live_shape):
         return make(m, **found, status="trained", note=f"spectral ratio {ratio:.2f}")
     if tail is not None and tail >= tail_threshold(tail_n):
         return make(m, **found, status="trained", note=f"heavy-tailed (tail ratio {tail:.1f})")
-    for side, value, lines in (("row", disp, sample.shape[0]), ("column", cdisp, sample.shape[1])):
-        z = dispersion_z(value, lines)
+    lines = (("row", disp, sample.shape[0]), ("column", cdisp, sample.shape[1]))
+    for side, value, count in lines:
+        z = dispersion_z(value, count)
         if z is not None and abs(z) >= DISPERSION_Z:
             return make(m, **found, status="trained", note=f"{side}-norm dispersion {value:.2f} (z={z:+.0f})")
     if edge is not None and edge >= EDGE_MARGIN:
         return make(m, **found, status="trained", note=f"entries beyond a uniform init's edge (x{edge:.2f})")
+    kurt_z = kurtosis_z(tkurt, tkurt_n) if tkurt is not None else None
+    if kurt_z is not None and kurt_z >= KURTOSIS_Z:
+        return make(m, **found, status="trained", note=f"heavier-tailed than any init (trimmed kurtosis {tkurt:.2f})")
+    offset = mean_z(m.mean, m.std, m.count)
+    if offset is not None and offset >= MEAN_Z:
+        return make(m, **found, status="trained", note=f"entries off zero mean (z={offset:.0f})")
+    together = combined_z([max(kurt_z, 0.0) if kurt_z is not None else None, offset,
+                           max(tail_z(tail, tail_n), 0.0) if tail is not None else None,
+                           *(abs(z) if (z := dispersion_z(v, c, min_lines=COMBINED_MIN_LINES)) is not None else None
+                             for _, v, c in lines)])
+    if together >= COMBINED_Z:
+        return make(m, **found, status="trained", note=f"several moderate departures from an iid init (z={together:.1f})")
     return make(m, **found, status="init-like", note="iid-like spectrum, tails, line norms and edge")
 
 

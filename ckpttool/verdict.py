@@ -34,6 +34,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ckpttool.context import batchnorm_prefixes
 from ckpttool.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
 from ckpttool.stats import TensorStats
 
@@ -152,6 +153,8 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     if ordered is None:
         ordered = in_module_order(names)
     group = assign_groups(names, [s.name for s in stats if s.spectral_ratio is not None])
+    if ordered:
+        group = _norms_join_their_layer(stats, group)
     head = set(head_tensors(names))
     with_matrix = [group[s.name] for s in stats if s.spectral_ratio is not None]
     # weights of any size (a single-output layer is a [1, n] "matrix" too small to judge)
@@ -171,6 +174,33 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
             matrices.setdefault(group[s.name], []).append(s.name)
     inputs |= {g for g, ms in matrices.items() if all(is_embedding_table(m) for m in ms)}
     return _Layout(group, frozenset(head), frozenset(inputs))
+
+
+_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _norms_join_their_layer(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str, str]:
+    """A group that is one BatchNorm layer alone (Keras/Paddle exports name it apart from its conv:
+    ``conv2d_5`` then ``batch_norm2d_5``) and that ran in training joins the group of the matrix
+    right before it in module order: its moved statistics and gains are evidence about that layer.
+    One that never ran stays a group of its own, so that a reset norm layer is still named."""
+    members: dict[str, list[str]] = {}
+    for s in stats:
+        members.setdefault(group[s.name], []).append(s.name)
+    _, bn_prefixes = batchnorm_prefixes({s.name: s for s in stats})
+
+    def is_one_norm(names: list[str]) -> bool:
+        prefixes = {n.rpartition(".")[0] + "." for n in names}
+        return len(prefixes) == 1 and prefixes <= bn_prefixes
+
+    out, previous = dict(group), None
+    for s in stats:
+        g = group[s.name]
+        if previous is not None and g != previous and is_one_norm(members[g]):
+            out[s.name] = previous
+        elif s.spectral_ratio is not None:
+            previous = g
+    return out
 
 
 def _mark_untrained(stats: Sequence[TensorStats], untrained: Collection[str]) -> list[TensorStats]:

@@ -322,8 +322,9 @@ def test_assign_groups_below_a_common_wrapper_and_split_of_a_shared_layer():
     assert groups[f"{layer}.attention.key.weight"] == f"{layer}.attention"
     assert groups[f"{layer}.ffn.weight"] == f"{layer}.ffn"
     # one block out of several is not split
-    resnet = assign_groups(["conv1.weight", "layer1.0.conv1.weight", "layer1.0.conv2.weight",
-                            "layer2.0.conv1.weight", "fc.weight"])
+    resnet = assign_groups(["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer1.0.conv2.weight",
+                            "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer3.0.conv1.weight",
+                            "layer3.0.conv2.weight", "fc.weight"])
     assert resnet["layer1.0.conv2.weight"] == "layer1.0"
 
 
