@@ -145,7 +145,32 @@ def create_vit(spec: ModelSpec) -> nn.Module:
     blocks = getattr(model, "blocks", None)
     if blocks is None or not len(blocks) or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
         raise InvalidArgumentError(f"{spec.arch!r} is not a ViT with attention heads (blocks[i].attn.qkv)")
+    check_prunable(model, spec.arch)
     return model
+
+
+# Sub-modules whose width follows the heads / MLP neurons but that the groups do not cover: a
+# scale-norm normalises over ALL heads (or neurons) at once, so removing one changes the others'
+# outputs; a gate has per-head rows the masks and importance scores do not see.
+_UNPRUNABLE = (("attn", "norm", "scale-norm over the attention output (scale_attn_norm)"),
+               ("attn", "gate", "gated attention"),
+               ("mlp", "norm", "scale-norm inside the MLP (scale_mlp_norm)"))
+
+
+def check_prunable(model: nn.Module, arch: str = "model") -> None:
+    """Refuse a ViT whose blocks hold layers that head / neuron pruning cannot shrink exactly.
+
+    Raises:
+        InvalidArgumentError: names the first such module (e.g. ``blocks.0.attn.norm``).
+    """
+    for b, blk in enumerate(model.blocks):
+        for parent, child, what in _UNPRUNABLE:
+            module = getattr(getattr(blk, parent, None), child, None)
+            if module is not None and not isinstance(module, nn.Identity):
+                raise InvalidArgumentError(
+                    f"{arch!r} has blocks.{b}.{parent}.{child} ({what}), which structured pruning cannot "
+                    "resize exactly; use a ViT without it"
+                )
 
 
 @dataclass(frozen=True)
