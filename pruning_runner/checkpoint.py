@@ -114,10 +114,22 @@ def load_run_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise CheckpointFormatError(f"no checkpoint in run folder: {path} is missing; start a new run") from e
     except Exception as e:  # a truncated / foreign file
-        raise CheckpointFormatError(f"cannot read run checkpoint {path}: {e}") from e
+        raise CheckpointFormatError(
+            f"cannot read run checkpoint {path}: {_first_line(e)}; it is damaged or not written by run-prune "
+            "(no unsafe fallback); restore it or start a new run"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointFormatError(f"{path} is not a run-prune checkpoint (format {FORMAT_VERSION})")
     return payload
+
+
+def _first_line(err: BaseException) -> str:
+    """The informative line of a (possibly many-line) torch.load error, so the CLI prints one line."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # torch's weights_only refusal: the reason follows the marker
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((s.strip() for s in text.splitlines() if s.strip()), type(err).__name__)
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
