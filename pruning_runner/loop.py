@@ -213,6 +213,12 @@ class _PruningRun:
         else:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if cfg.compile:
+            known = torch._dynamo.list_backends(exclude_tags=())
+            if cfg.compile_backend not in known:
+                raise InvalidArgumentError(
+                    f"unknown --compile-backend {cfg.compile_backend!r}; choose one of: {', '.join(sorted(known))}"
+                )
         self.autocast = autocast_factory(self.device, cfg.amp)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.rate = cfg.prune_rate
@@ -424,7 +430,12 @@ class _PruningRun:
             train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
         self.grad_model = train_model  # gradients averaged over ranks (Taylor scores), never compiled
         if self.cfg.compile:
-            train_model = torch.compile(train_model)
+            # Each state compiles a differently shaped model through the same forward code: dynamo
+            # keeps one cache entry per shape on that code, and at its recompile_limit (8) it would
+            # silently run every later state eager. The previous states' models are never used again,
+            # so their cache entries are dropped before compiling this one.
+            torch._dynamo.reset()
+            train_model = torch.compile(train_model, backend=self.cfg.compile_backend)
         self.train_model = train_model
 
     def _rewound_weights(self) -> dict[str, torch.Tensor]:

@@ -205,3 +205,39 @@ def test_params_count_matches_model(random_init, tmp_path):
     assert result.states[0]["params"] == sum(p.numel() for p in create_tiny_vit().parameters())
     assert model_params  # imported helper stays used
     assert loop_mod  # module import for monkeypatching elsewhere
+
+
+def test_compile_runs_every_one_of_ten_states_compiled(random_init, tmp_path):
+    """Ten differently shaped states through one forward: past dynamo's recompile_limit (8) of one code object."""
+    from torch._dynamo import register_backend
+
+    from pruning_runner.events import StateEnded
+
+    compiled = []
+
+    @register_backend(name="ckpttool_test_counting")
+    def counting(gm, example_inputs):  # the eager backend, counting what dynamo hands it
+        compiled.append(1)
+        return gm.forward
+
+    per_state = []
+
+    def listener(event):
+        if isinstance(event, StateEnded):
+            per_state.append(len(compiled) - sum(per_state))
+
+    cfg = resolve_config(None, base_options(random_init, tmp_path / "run", states=10, epochs=1, target="mlp",
+                                            rate=0.1, batch_size=256, compile=True,
+                                            compile_backend="ckpttool_test_counting"))
+    result = run_pruning(cfg, listener=listener)
+    assert len({s["kept_neurons"] for s in result.states}) == 10  # ten shapes
+    assert len(per_state) == 10 and all(n >= 1 for n in per_state), per_state
+
+
+def test_unknown_compile_backend_is_refused_up_front(random_init, tmp_path):
+    from ckpttool.errors import InvalidArgumentError
+
+    cfg = resolve_config(None, base_options(random_init, tmp_path / "run", compile=True, compile_backend="nope"))
+    with pytest.raises(InvalidArgumentError, match=r"unknown --compile-backend 'nope'; choose one of: .*inductor"):
+        run_pruning(cfg)
+    assert not (tmp_path / "run").exists()
