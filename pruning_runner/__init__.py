@@ -28,6 +28,7 @@ _EXPORTS = {
     "save_compact_model": "pruning_runner.compaction",
     "list_runs": "pruning_runner.runs",
     "check_init": "pruning_runner.gate",
+    "read_checked_init": "pruning_runner.gate",
 }
 
 __all__ = sorted(_EXPORTS)

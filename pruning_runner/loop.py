@@ -62,7 +62,7 @@ from pruning_runner.events import (
     StepDone,
     null_listener,
 )
-from pruning_runner.gate import InitRecord, check_init
+from pruning_runner.gate import InitRecord, read_checked_init
 from pruning_runner.groups import (
     GroupMasks,
     VitLayout,
@@ -80,7 +80,7 @@ from pruning_runner.importance import (
 )
 from pruning_runner.methods import create_pruner
 from pruning_runner.methods.rsst import GradientPenalty
-from pruning_runner.model import ModelSpec, create_vit, load_init_weights, read_init, resolve_model_spec
+from pruning_runner.model import ModelSpec, create_vit, load_init_weights, resolve_model_spec
 from pruning_runner.training import autocast_factory, count_correct, create_optimizer, lr_at, resolve_device
 
 log = logging.getLogger(__name__)
@@ -284,10 +284,11 @@ class _PruningRun:
                 f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it, or choose another --out"
             )
         self._common_setup()
-        init = check_init(cfg.init, allow_random=cfg.allow_random, allow_partial=cfg.allow_partial)
-        state_dict, metadata = read_init(cfg.init)
+        # one read: the tensors judged and hashed are the tensors the model is built from
+        checked = read_checked_init(cfg.init, allow_random=cfg.allow_random, allow_partial=cfg.allow_partial)
+        init, state_dict, metadata = checked.record, checked.state_dict, checked.metadata
         self._load_splits()  # the dataset fixes num_classes
-        self.spec = resolve_model_spec(metadata or init.metadata, num_classes=self.splits.num_classes,
+        self.spec = resolve_model_spec(metadata, num_classes=self.splits.num_classes,
                                        arch=cfg.arch, img_size=cfg.img_size, patch_size=cfg.patch_size)
         torch.manual_seed(cfg.seed)
         model = create_vit(self.spec)

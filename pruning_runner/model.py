@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -233,12 +232,3 @@ def load_init_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
         log.info("classifier head re-initialised: init has %s classes, dataset %s", init_classes,
                  expected["head.weight"].shape[0] if "head.weight" in expected else "?")
     return InitLoad(head_reinitialised=reinit, init_num_classes=init_classes)
-
-
-def read_init(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """State dict (real tensors, safe loading) and metadata of an init file."""
-    from ckpttool.loading import load_checkpoint, load_state_dict
-
-    with load_checkpoint(path) as ckpt:
-        metadata = dict(ckpt.metadata or {})
-    return load_state_dict(path), metadata
