@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ckpttool.errors import (
+    CheckpointFormatError,
     CkptError,
     DatasetError,
     InvalidArgumentError,
@@ -349,14 +350,22 @@ class _PruningRun:
         self.folder = rec.RunFolder(run_dir)
         self._common_setup()
         payload = load_run_checkpoint(self.folder.file(rec.CHECKPOINT))
-        info = self.folder.read_json(rec.RUN)
-        p = payload["position"]
-        self.pos = _Position(int(p["state"]), int(p["epoch"]), int(p["step"]))
+        try:
+            info = self.folder.read_json(rec.RUN)
+            p = payload["position"]
+            self.pos = _Position(int(p["state"]), int(p["epoch"]), int(p["step"]))
+            self.spec = ModelSpec.from_dict(info["model"])
+            init = info["init"]
+            self.init_record = InitRecord(path=init["path"], sha256=init["sha256"], verdict=init["verdict"],
+                                          reason=init.get("reason", ""),
+                                          untouched_groups=tuple(init.get("untouched_groups", ())), metadata={})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            raise CheckpointFormatError(
+                f"the records of {run_dir} ({rec.RUN}, {rec.CHECKPOINT}) are damaged ({reason}); "
+                "restore them or start a new run"
+            ) from e
         self._check_world_size(payload, info)
-        self.spec = ModelSpec.from_dict(info["model"])
-        self.init_record = InitRecord(path=info["init"]["path"], sha256=info["init"]["sha256"],
-                                      verdict=info["init"]["verdict"], reason=info["init"].get("reason", ""),
-                                      untouched_groups=tuple(info["init"].get("untouched_groups", ())), metadata={})
         self.head_reinitialised = bool(info.get("head_reinitialised"))
         self.init_sd = load_tensors(self.folder.file(rec.INIT))
         if self.folder.file(rec.REWIND).exists():

@@ -164,3 +164,13 @@ def test_resume_of_a_damaged_checkpoint_is_one_error_line(random_init, tmp_path,
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: cannot read run checkpoint {run / 'checkpoint.pt'}: ") and "start a new run" in err
     assert (run / "run.json").read_bytes() == before
+
+
+def test_resume_with_a_damaged_run_json_is_one_error_line(random_init, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = _cli(["run-prune", *_opts(random_init, run, states=1, epochs=1), "--format", "json"], capsys)
+    assert code == 0, err
+    (run / "run.json").write_text('{"init": 5}')
+    code, _, err = _cli(["run-prune", "--resume", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: the records of {run} (run.json, checkpoint.pt) are damaged (KeyError: 'model')")
