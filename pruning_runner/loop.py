@@ -112,18 +112,16 @@ INTERRUPT_SYNC_STEPS = 10
 class _Interrupt:
     """SIGINT -> a flag the loop acts on at agreed points; a second Ctrl-C raises at once.
 
-    Under torchrun (``distributed``) a repeated SIGINT is ignored: the terminal's Ctrl-C reaches every
-    rank and torchrun forwards its own copy, so each rank sees two; raising on the second would lose
-    the interrupt checkpoint. torchrun's shutdown timeout (then SIGKILL) remains the hard stop.
+    Under torchrun the workers run in their own sessions: a terminal's Ctrl-C reaches torchrun, which
+    forwards one SIGINT to every worker (then SIGKILLs them after its shutdown timeout).
     """
 
-    def __init__(self, distributed: bool = False) -> None:
+    def __init__(self) -> None:
         self.requested = False
-        self.distributed = distributed
         self._previous = None
 
     def _handler(self, signum, frame):
-        if self.requested and not self.distributed:
+        if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -480,7 +478,7 @@ class _PruningRun:
 
     def execute(self) -> RunResult:
         cfg = self.cfg
-        interrupt = _Interrupt(distributed=self.dist.enabled)
+        interrupt = _Interrupt()
         try:
             with interrupt.installed():
                 self.interrupt = interrupt
