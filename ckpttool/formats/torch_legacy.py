@@ -107,6 +107,11 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
             raise CheckpointFormatError("a storage reference has the wrong form for a legacy checkpoint")
         _, storage_type, key, _location, numel, view = pid
         dtype = storage_dtype(storage_type)
+        if getattr(storage_type, "name", "").endswith("UntypedStorage"):  # torch's legacy loader fails on these too
+            raise CheckpointFormatError(
+                "it is a legacy (non-zip) file with untyped storages (float8, uint16... tensors), which torch "
+                "cannot load either; re-save it with torch.save's default zip format"
+            )
         if view is not None:
             raise CheckpointFormatError("it uses storage views (torch < 0.4), which ckpttool does not read")
         if not isinstance(key, str) or type(numel) is not int or numel < 0:

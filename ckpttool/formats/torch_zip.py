@@ -26,7 +26,9 @@ from ckpttool.formats.limits import MAX_PICKLE_BYTES, MAX_TENSORS, CheckpointLim
 from ckpttool.formats.torch_tensors import PickledFile, StorageRef, TensorCounter
 from ckpttool.formats.unpickler import storage_dtype
 
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then the name and extra-field lengths
+# signature, version, flags, method, time, date, crc, compressed size, size, name and extra lengths
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_ZIP64 = 0xFFFFFFFF
 
 
 def open_torch_zip(path: Path) -> PickledFile:
@@ -53,10 +55,14 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
     infos = zf.infolist()
     if len(infos) > MAX_TENSORS + 64:
         raise CheckpointLimitError(f"it has {len(infos)} zip members, more than {MAX_TENSORS + 64}")
+    if len(zf.NameToInfo) != len(infos):  # readers disagree on which copy of a name is meant
+        raise CheckpointFormatError(f"it holds two zip members of the same name; {FIX}")
     pkls = [i for i in infos if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")]
     if not pkls:
         raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no data.pkl); {FIX}")
     prefix = pkls[0].filename[: -len("data.pkl")]
+    if f"{prefix}version" not in zf.NameToInfo and f"{prefix}.data/version" not in zf.NameToInfo:
+        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no version record); {FIX}")
     data = _read_capped(zf, pkls[0], MAX_PICKLE_BYTES)
     scan_one(path, data)
     # Other pickles are never unpickled by torch, but a file carrying a hidden payload is refused
@@ -133,7 +139,11 @@ def _data_offset(f: io.BufferedReader, info: zipfile.ZipInfo) -> int:
     header = os.pread(f.fileno(), _LOCAL_HEADER.size, info.header_offset)
     if len(header) != _LOCAL_HEADER.size:
         raise CheckpointFormatError(f"the zip entry of {info.filename[:60]!r} is truncated; {FIX}")
-    signature, name_len, extra_len = _LOCAL_HEADER.unpack(header)
-    if signature != b"PK\x03\x04":
+    signature, _, flags, method, _, _, _, csize, usize, name_len, extra_len = _LOCAL_HEADER.unpack(header)
+    # The local header must agree with the central directory (torch's reader checks it too).
+    allowed_c = (info.compress_size, _ZIP64, 0) if flags & 0x08 else (info.compress_size, _ZIP64)
+    allowed_u = (info.file_size, _ZIP64, 0) if flags & 0x08 else (info.file_size, _ZIP64)
+    sizes_ok = csize in allowed_c and usize in allowed_u
+    if signature != b"PK\x03\x04" or method != info.compress_type or not sizes_ok:
         raise CheckpointFormatError(f"the zip entry of {info.filename[:60]!r} is corrupt; {FIX}")
     return info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
