@@ -13,7 +13,7 @@ from ckpttool.errors import CheckpointFormatError
 # A torch pickle (data.pkl, or each pickle of a legacy stream), after inflation.
 MAX_PICKLE_BYTES = 32 * 1024 * 1024
 # Opcodes in one pickle: bounds the objects an unpickler can create (each opcode makes at most one).
-MAX_OPCODES = 2_000_000
+MAX_OPCODES = 500_000
 # Containers nested deeper than this are refused (hashing a deeply nested tuple recurses in C).
 MAX_NESTING = 500
 # Tensors in one file (safetensors header entries, or tensor rebuilds in a pickle).
