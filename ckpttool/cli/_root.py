@@ -6,6 +6,7 @@ Set CKPTTOOL_DEBUG=1 to see the traceback of a known error as well.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 
