@@ -52,6 +52,8 @@ def _render_file(con, f: FileReport) -> None:
     if v.head:
         head = ", ".join(f"{h.name} ({h.status})" for h in v.head)
         con.print(f"     head: {head}", markup=False)
+    for name, other in f.other_weight_sets:  # EMA copies...: judged too, a consumer may load them
+        con.print(f"     weight set '{name}': {other.verdict}; {other.reason}", markup=False)
     if f.wrapper or f.non_tensor_keys:
         extra = []
         if f.wrapper:
