@@ -113,3 +113,14 @@ def test_model_prefix_is_kept_outside_lightning_files(tmp_path):
     torch.save({"state_dict": {"model.w": torch.ones(2)}}, tmp_path / "a.pth")
     with load_checkpoint(tmp_path / "a.pth") as ckpt:
         assert [t.name for t in ckpt.tensors] == ["model.w"] and ckpt.stripped_prefixes == ()
+
+
+def test_inspect_reports_weight_sets_and_parameters_without_optimizer_state(tmp_path):
+    from ckpttool.inspection import inspect_file
+
+    net, opt = _trained()
+    torch.save({"state_dict": net.state_dict(), "state_dict_ema": net.state_dict(), "optimizer": opt.state_dict()},
+               tmp_path / "a.pth")
+    d = inspect_file(tmp_path / "a.pth").to_dict()
+    assert d["weight_sets"] == ["state_dict", "state_dict_ema"]
+    assert d["params_without_optimizer_state"] == ["dead.weight", "dead.bias"]
