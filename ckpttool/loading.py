@@ -285,6 +285,37 @@ def _open_torch(path: Path, fmt: str) -> Checkpoint:
     return build(unwrapped.sets[0], True)
 
 
+def check_torch_file(path: str | Path) -> None:
+    """Put a torch file through every check of ``load_checkpoint`` without unwrapping it.
+
+    For callers that must then ``torch.load`` it themselves (the runner's resume checkpoints hold
+    optimizer and RNG state, not a state dict): the same scan, restricted unpickling, storage
+    and layout checks and limits apply first, and nothing is loaded unless they pass.
+
+    Raises:
+        The same errors as ``load_checkpoint``.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == SAFETENSORS:
+        SafetensorsFile(path).close()
+        return
+    pickled = open_pickled(path, fmt)
+    try:
+        refs, seen, stack = {}, set(), [("", pickled.obj)]
+        while stack:  # every tensor reachable through containers, each container once
+            name, node = stack.pop()
+            if isinstance(node, TensorRef):
+                refs[name] = node
+            elif isinstance(node, dict | list | tuple) and id(node) not in seen:
+                seen.add(id(node))
+                items = dict.items(node) if isinstance(node, dict) else enumerate(node)
+                stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in items)
+        _check_materialised(path, (_WeightSet(None, refs, ()),))
+    finally:
+        pickled.close()
+
+
 def _tensor_info(name: str, ref: TensorRef) -> TensorInfo:
     return TensorInfo(name, ref.shape, ref.dtype.name, ref.numel)
 

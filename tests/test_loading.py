@@ -636,3 +636,20 @@ def test_benign_protocol_4_zip_is_reported_not_loaded_unsafely(tmp_ckpt_dir, rec
         "either (torch.save writes protocol 2); re-save it with torch.save(model.state_dict())"
     )
     assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_check_torch_file_applies_the_reader_checks_to_any_torch_file(tmp_path):
+    """The runner's resume checkpoints (optimizer + RNG state) go through the same checks first."""
+    import random as _random
+
+    from ckpttool.loading import check_torch_file
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    payload = {"format_version": 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
+               "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": _random.getstate()}}
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    check_torch_file(tmp_path / "checkpoint.pt")  # passes
+    torch.save({"x": torch.ones(1, 4).expand(4096, 4)}, tmp_path / "bad.pt")
+    with pytest.raises(UnsafeCheckpointError, match="overlapping strides"):
+        check_torch_file(tmp_path / "bad.pt")
