@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ckpttool.errors import CheckpointFormatError, CkptError, UnsafeCheckpointError
-from ckpttool.formats import FIX, one_line
+from ckpttool.formats import FIX, one_line, open_regular
 from ckpttool.formats.limits import MAX_PICKLE_BYTES, CheckpointLimitError
-from ckpttool.formats.torch_tensors import StorageRef, TensorCounter
+from ckpttool.formats.torch_tensors import PickledFile, StorageRef, TensorCounter
 from ckpttool.formats.unpickler import (
     RestrictedUnpickler,
     scan_pickle,
@@ -18,6 +18,18 @@ from ckpttool.formats.unpickler import (
     unsafe_message,
     unsupported_message,
 )
+
+
+def open_with(path: Path, read: Callable[[Path, io.BufferedReader], PickledFile]) -> PickledFile:
+    """Open ``path`` (a regular file only) and ``read`` it; any failure becomes one typed error with the path."""
+    f = open_regular(path)
+    try:
+        return read(path, f)
+    except BaseException as e:
+        f.close()
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        raise located(path, e) from e
 
 
 def located(path: Path, error: BaseException) -> CkptError:

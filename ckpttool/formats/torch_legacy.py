@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.formats import FIX, open_regular
-from ckpttool.formats._pickles import check_scan, load_one, located, no_storages
+from ckpttool.formats import FIX
+from ckpttool.formats._pickles import check_scan, load_one, no_storages, open_with
 from ckpttool.formats.limits import MAX_PICKLE_BYTES, CheckpointLimitError
 from ckpttool.formats.torch_tensors import PickledFile, StorageRef, TensorCounter
 from ckpttool.formats.unpickler import scan_pickle, storage_dtype
@@ -53,14 +53,7 @@ def open_torch_legacy(path: Path) -> PickledFile:
         UnsafeCheckpointError: a pickle imports globals outside the allow-list (nothing executed).
         CheckpointFormatError: not a torch stream, truncated, lying about sizes, or beyond a limit.
     """
-    f = open_regular(path)
-    try:
-        return _open(path, f)
-    except BaseException as e:
-        f.close()
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
-        raise located(path, e) from e
+    return open_with(path, _open)
 
 
 def _scan_next(f: io.BufferedReader, size: int) -> tuple[int, int, set[str], str | None]:

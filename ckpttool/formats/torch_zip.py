@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.formats import FIX, open_regular
-from ckpttool.formats._pickles import load_one, located, scan_one
+from ckpttool.formats import FIX
+from ckpttool.formats._pickles import load_one, open_with, scan_one
 from ckpttool.formats.limits import MAX_PICKLE_BYTES, MAX_TENSORS, CheckpointLimitError
 from ckpttool.formats.torch_tensors import PickledFile, StorageRef, TensorCounter
 from ckpttool.formats.unpickler import storage_dtype
@@ -39,14 +39,7 @@ def open_torch_zip(path: Path) -> PickledFile:
             something refused (nothing executed).
         CheckpointFormatError: not a torch zip, truncated, lying about sizes, or beyond a limit.
     """
-    f = open_regular(path)
-    try:
-        return _open(path, f)
-    except BaseException as e:
-        f.close()
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
-        raise located(path, e) from e
+    return open_with(path, _open)
 
 
 def _open(path: Path, f: io.BufferedReader) -> PickledFile:
