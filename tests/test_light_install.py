@@ -1,4 +1,4 @@
-"""The light install: verify, inspect, backup, restore and verify --manifest work without torch.
+"""The light install: verify, inspect, backup, restore, verify --manifest and runs work without torch.
 
 Two levels: in this environment, each command runs in a child that must never import torch
 (checked through ``sys.modules``); and (slow) the core package alone is installed into a fresh
@@ -50,7 +50,7 @@ def files(tmp_path_factory) -> Path:
     torch.save(sd, folder / "zip_random_init.pth.tar")
     torch.save({"state_dict": sd, "epoch": 3}, folder / "legacy_random_init.pt", _use_new_zipfile_serialization=False)
     save_file(sd, folder / "st_random_init.safetensors")
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
         entry = ManifestEntry(path.name, file_sha256(path), path.stat().st_size, judge_file(path).verdict)
         update_manifest(folder / "MANIFEST.json", entry)
     return folder
@@ -63,6 +63,7 @@ def _commands(folder: Path) -> list[list[str]]:
         ["inspect", str(folder / "legacy_random_init.pt"), "--format", "json"],
         ["inspect", str(folder / "st_random_init.safetensors")],
         ["verify", "--manifest", str(folder / "MANIFEST.json")],
+        ["runs", "--root", str(folder), "--format", "json"],
     ]
 
 
