@@ -169,10 +169,21 @@ def unsupported_message(path: Path, opcode: str) -> str:
     )
 
 
+# Builtin types stored as plain values (configs keep ``int`` or ``dict`` as type annotations): outside
+# the allow-list like any other global, but named only when nothing else is, so that the message
+# points at the real culprits (issue 10, item 7).
+_PLAIN_TYPES = frozenset(
+    f"builtins.{t}"
+    for t in ("int", "float", "str", "bytes", "bool", "dict", "list", "tuple", "set", "frozenset", "complex",
+              "object", "type", "NoneType")
+)  # fmt: skip
+
+
 def unsafe_message(path: Path, names: set[str] | list[str]) -> str:
-    """The one-line refusal that names every refused global (sorted)."""
+    """The one-line refusal that names the refused globals (sorted), plain builtin types only if alone."""
+    culprits = set(names) - _PLAIN_TYPES or set(names)
     return (
-        f"refused to load {path}: it imports unsafe globals {', '.join(sorted(names))} "
+        f"refused to load {path}: it imports unsafe globals {', '.join(sorted(culprits))} "
         "(ckpttool never executes pickled code; re-save the checkpoint with only tensors, "
         "e.g. torch.save(model.state_dict()))"
     )

@@ -173,12 +173,17 @@ def test_refusal_names_only_the_globals_actually_refused(tmp_path):
     evil = A.payloads(marker)["os.system"].obj
     import torch
 
-    obj = {"state_dict": torch.nn.Linear(2, 2).state_dict(), "s": {1, 2}, "b": bytearray(b"x"), "x": evil}
+    # builtin types as values (a config's type annotations): refused too, but not named beside a culprit
+    obj = {"state_dict": torch.nn.Linear(2, 2).state_dict(), "s": {1, 2}, "b": bytearray(b"x"),
+           "types": [int, dict, list], "x": evil}
     path = A.write_torch(tmp_path / "evil.pth", obj)
     with pytest.raises(UnsafeCheckpointError) as err:
         load_checkpoint(path)
     listed = str(err.value).split("unsafe globals ", 1)[1].split(" (", 1)[0]
     assert listed == "posix.system"
+    path = A.write_torch(tmp_path / "types.pth", {"w": torch.ones(1), "types": [int, dict]})
+    with pytest.raises(UnsafeCheckpointError, match=r"unsafe globals builtins\.dict, builtins\.int \("):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("command", [["verify"], ["inspect"], ["inspect", "--format", "json"]])
