@@ -8,6 +8,7 @@ here, and ``verify --format json`` prints byte-for-byte what the full install pr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from ckpttool.verify import judge_file
 
 REPO = Path(__file__).resolve().parents[1]
 CORE = ["numpy", "safetensors", "click", "rich", "huggingface_hub"]
+# Build our wheel with this environment's setuptools when it has one (fast, offline); else pip fetches it.
+_NO_ISOLATION = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
 if sys.version_info < (3, 11):
     CORE.append("tomli")
 
@@ -91,7 +94,7 @@ def _clean_env() -> dict[str, str]:
 def _light_venv(root: Path) -> Path:
     """A fresh venv with the core package and its core dependencies only (pip may use its cache)."""
     wheels = root / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *_NO_ISOLATION, "-w",
                     str(wheels), str(REPO)], check=True, capture_output=True)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
