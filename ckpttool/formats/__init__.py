@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import struct
 from pathlib import Path
+
+import numpy as np
 
 from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError
 
@@ -35,6 +38,18 @@ def one_line(error: BaseException, limit: int = 200) -> str:
         if line:
             return line if len(line) <= limit else line[: limit - 3] + "..."
     return type(error).__name__
+
+
+def release_pages(mapped: np.memmap | None, start: int, end: int) -> None:
+    """Unmap the pages of ``mapped[start:end]`` just copied, so that reading a whole file keeps one
+    tensor resident, not the file. They stay in the page cache; touching them again faults them
+    back in with the same bytes."""
+    mm = getattr(mapped, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    first = start - start % mmap.PAGESIZE
+    if end > first:
+        mm.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 def open_regular(path: Path):

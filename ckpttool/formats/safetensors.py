@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import numpy as np
 
 from ckpttool.errors import CheckpointFormatError
 from ckpttool.formats import FIX as _FIX
-from ckpttool.formats import one_line, open_regular
+from ckpttool.formats import one_line, open_regular, release_pages
 from ckpttool.formats.dtypes import SAFETENSORS_DTYPES, DType, widen
 from ckpttool.formats.limits import MAX_NDIM, MAX_TENSORS, CheckpointLimitError
 
@@ -68,20 +67,9 @@ class SafetensorsFile:
     def read(self, name: str) -> np.ndarray:
         """A fresh array of ``name``: float32 for float dtypes, the native dtype otherwise."""
         array = widen(self.raw(name), self._by_name[name].dtype)
-        self._release(self._by_name[name])
+        t = self._by_name[name]
+        release_pages(self._mmap, t.start, t.end)
         return array
-
-    def _release(self, t: StoredTensor) -> None:
-        """Unmap the pages just copied, so that reading a whole file keeps one tensor resident, not the file.
-
-        They stay in the page cache; touching them again faults them back in with the same bytes.
-        """
-        mm = getattr(self._mmap, "_mmap", None)
-        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = t.start - t.start % mmap.PAGESIZE
-        if t.end > start:
-            mm.madvise(mmap.MADV_DONTNEED, start, t.end - start)
 
     def close(self) -> None:
         """Drop the mapping (arrays already returned are copies and stay valid)."""

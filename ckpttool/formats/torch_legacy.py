@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.formats import FIX
+from ckpttool.formats import FIX, release_pages
 from ckpttool.formats._pickles import check_scan, load_one, no_storages, open_with
 from ckpttool.formats.limits import MAX_PICKLE_BYTES, CheckpointLimitError
 from ckpttool.formats.torch_tensors import PickledFile, StorageRef, TensorCounter
@@ -152,4 +152,7 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
         start = offsets[ref.key]
         return mapped[start : start + ref.nbytes]
 
-    return PickledFile(obj, byteorder, buffer, f.close)
+    def release(ref: StorageRef) -> None:
+        release_pages(mapped, offsets[ref.key], offsets[ref.key] + ref.nbytes)
+
+    return PickledFile(obj, byteorder, buffer, f.close, release)

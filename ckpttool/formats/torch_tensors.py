@@ -152,15 +152,19 @@ class PickledFile:
         byteorder: ``"<"`` or ``">"`` (how the storages were written).
     """
 
-    def __init__(self, obj: object, byteorder: str, buffer, close):
+    def __init__(self, obj: object, byteorder: str, buffer, close, release=None):
         self.obj = obj
         self.byteorder = byteorder
         self._buffer = buffer
         self._close = close
+        self._release = release  # drops a storage's mapped pages once copied (bounded memory)
 
     def read(self, ref: TensorRef) -> np.ndarray:
-        """One tensor, widened (float32 for float dtypes), a fresh array."""
-        return ref.read(self._buffer(ref.storage), self.byteorder)
+        """One tensor, widened (float32 for float dtypes), a fresh array; its pages are released after."""
+        array = ref.read(self._buffer(ref.storage), self.byteorder)
+        if self._release is not None:
+            self._release(ref.storage)
+        return array
 
     def raw(self, ref: TensorRef) -> np.ndarray:
         """One tensor's stored values, its own dtype (bf16/fp8 as uint16/uint8), a fresh C-contiguous array."""

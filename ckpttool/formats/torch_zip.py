@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.formats import FIX
+from ckpttool.formats import FIX, release_pages
 from ckpttool.formats._pickles import load_one, open_with, scan_one
 from ckpttool.formats.limits import MAX_PICKLE_BYTES, MAX_TENSORS, CheckpointLimitError
 from ckpttool.formats.torch_tensors import PickledFile, StorageRef, TensorCounter
@@ -110,11 +110,17 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
             raise CheckpointFormatError(f"{path}: storage {ref.key[:40]!r} is truncated; {FIX}")
         return np.frombuffer(raw, dtype=np.uint8)
 
+    def release(ref: StorageRef) -> None:
+        info = members[f"{prefix}data/{ref.key}"]
+        if info.compress_type == zipfile.ZIP_STORED:
+            start = _data_offset(f, info)
+            release_pages(mapped, start, start + ref.nbytes)
+
     def close() -> None:
         zf.close()
         f.close()
 
-    return PickledFile(obj, byteorder, buffer, close)
+    return PickledFile(obj, byteorder, buffer, close, release)
 
 
 def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes:

@@ -202,3 +202,18 @@ def test_limits_are_the_documented_ones():
     for value in (MAX_PICKLE_BYTES, MAX_OPCODES, MAX_TENSORS):
         assert f"{value:,}" in text, value
     assert issubclass(CheckpointLimitError, CheckpointFormatError)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_torch_files_are_read_in_bounded_memory(tmp_path, legacy):
+    """Torch zips and legacy files, like safetensors: pages released per tensor, peak ~ one tensor."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    sd = {f"blocks.{i}.w": torch.randn(1024, 1024, generator=gen) for i in range(24)}  # 96 MiB
+    path = tmp_path / ("big.pt" if legacy else "big.pth")
+    torch.save(sd, path, **({"_use_new_zipfile_serialization": False} if legacy else {}))
+    result, _, stderr = _run_cli("verify", "--expect", "any", str(path))
+    assert result["code"] == 0, stderr
+    size = path.stat().st_size
+    assert result["rss"] < 90 * 2**20 + size // 2, (result["rss"] / 2**20, size / 2**20)
