@@ -119,6 +119,18 @@ def test_each_hostile_file_is_one_error_line_and_the_good_one_is_still_judged(ho
     assert not result["torch"]
 
 
+def test_backup_of_a_hostile_file_records_it_as_unreadable(hostile_folder, tmp_path):
+    """Finding 5: backup used to crash on these; now the verdict at backup time is 'unreadable'."""
+    folder, _ = hostile_folder
+    work = tmp_path / "w"
+    work.mkdir()
+    target = work / "f5_meta_tensor.pth"
+    target.write_bytes((folder / "f5_meta_tensor.pth").read_bytes())
+    result, stdout, stderr = _run_cli("backup", str(target), "--root", str(work), "--format", "json")
+    assert result["code"] == 0 and "Traceback" not in stderr, stderr
+    assert json.loads(stdout)["backups"][0]["verdict"] == "unreadable"
+
+
 @pytest.mark.parametrize("name", sorted(PICKLE_CASES))
 def test_library_refuses_with_a_typed_error(tmp_path, name):
     build, pattern = PICKLE_CASES[name]
