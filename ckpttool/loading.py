@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError, InvalidArgumentError
-from ckpttool.formats import FIX, SAFETENSORS, TORCH_ZIP, detect_format, one_line, printable
+from ckpttool.formats import FIX, SAFETENSORS, TORCH_ZIP, detect_format, one_line
 from ckpttool.formats.limits import CheckpointLimitError, materialised_budget
 from ckpttool.formats.safetensors import SafetensorsFile
 from ckpttool.formats.torch_tensors import PickledFile, TensorRef
@@ -139,7 +139,7 @@ class Checkpoint:
         if self._read is None:
             raise ValueError(f"checkpoint {self.path} is closed")
         if name not in self._infos:
-            some = ", ".join(map(printable, list(self._infos)[:3]))
+            some = ", ".join(list(self._infos)[:3])
             raise InvalidArgumentError(
                 f"{self.path} has no tensor named {name!r} (it has {len(self._infos)}, e.g. {some}); "
                 "list them with `ckpttool inspect`"
@@ -622,7 +622,7 @@ def _strip_prefixes(names: list[str], extra: tuple[str, ...] = ()) -> tuple[list
 
 
 def _no_tensors(path: Path, keys: list) -> str:
-    listed = f" (top-level entries: {', '.join(printable(k)[:60] for k in keys[:8])})" if keys else ""
+    listed = f" (top-level entries: {', '.join(map(str, keys[:8]))})" if keys else ""
     return (
         f"{path} holds no tensors{listed}; ckpttool reads state dicts, "
         "save one with torch.save(model.state_dict()) or safetensors"

@@ -31,25 +31,12 @@ _PICKLE_PROTO = 0x80
 FIX = "the file is truncated or corrupt; re-download or regenerate it"
 
 
-def printable(text: object) -> str:
-    """``text`` with every non-printable character (newlines, ANSI escapes...) written as an escape.
-
-    Names read from a file go through this before they enter a message: a name holding a newline
-    and ``::error`` would otherwise forge a line of output (a GitHub annotation, a fake PASS).
-    """
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 def one_line(error: BaseException, limit: int = 200) -> str:
-    """The first non-empty line of an exception message, shortened and made printable; for wrapping
-    foreign errors (which may quote bytes of the file)."""
+    """The first non-empty line of an exception message, shortened; for wrapping foreign errors."""
     for line in str(error).splitlines():
         line = line.strip()
         if line:
-            return printable(line if len(line) <= limit else line[: limit - 3] + "...")
+            return line if len(line) <= limit else line[: limit - 3] + "..."
     return type(error).__name__
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError, UnsafeCheckpointError
-from ckpttool.formats import printable
 from ckpttool.formats.dtypes import (
     QUANTIZED_STORAGES,
     STORAGE_DTYPES,
@@ -184,7 +183,7 @@ def unsafe_message(path: Path, names: set[str] | list[str]) -> str:
     """The one-line refusal that names the refused globals (sorted), plain builtin types only if alone."""
     culprits = set(names) - _PLAIN_TYPES or set(names)
     return (
-        f"refused to load {path}: it imports unsafe globals {', '.join(sorted(map(printable, culprits)))} "
+        f"refused to load {path}: it imports unsafe globals {', '.join(sorted(culprits))} "
         "(ckpttool never executes pickled code; re-save the checkpoint with only tensors, "
         "e.g. torch.save(model.state_dict()))"
     )
@@ -544,7 +543,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return Namespace
         if dotted == "torch.serialization._get_layout":
             return _Marker("torch.serialization._get_layout", lambda name: _Marker(str(name)[:40]))
-        raise UnsafeCheckpointError(f"it imports unsafe global {printable(dotted)}")
+        raise UnsafeCheckpointError(f"it imports unsafe global {dotted}")
 
     def persistent_load(self, pid: object) -> StorageRef:
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
