@@ -1,5 +1,8 @@
 """Verification: a file -> statistics -> verdict -> expectation and rules -> FileReport.
 
+A file holding several weight sets (``state_dict`` and ``state_dict_ema``...) has each judged:
+it passes only when every one meets the expectation, since a consumer may load any of them.
+
 This is the function the CLI, `generate`'s manifest check and the pruning runner's gate share.
 """
 
@@ -37,6 +40,8 @@ class FileReport:
     non_tensor_keys: tuple[str, ...]
     metadata: dict  # provenance stored in the file by `generate`, if any
     stats: tuple[TensorStats, ...]
+    # Every other weight set the file holds (EMA copies...), judged too: a consumer may load any.
+    other_weight_sets: tuple[tuple[str, Verdict], ...] = ()
 
     @property
     def failure_reason(self) -> str | None:
@@ -46,6 +51,11 @@ class FileReport:
         parts = []
         if not verdict_meets(self.verdict.verdict, self.expected):
             parts.append(f"verdict {self.verdict.verdict}, expected {self.expected}")
+        parts += [
+            f"weight set {name}: verdict {v.verdict}, expected {self.expected}"
+            for name, v in self.other_weight_sets
+            if not verdict_meets(v.verdict, self.expected)
+        ]
         parts += [r.message for r in self.rules if not r.passed]
         return "; ".join(parts)
 
@@ -69,6 +79,10 @@ class FileReport:
             "reason": v.reason,
             "rules": [r.to_dict() for r in self.rules],
             "wrapper": self.wrapper,
+            "weight_sets": [
+                {"wrapper": name, "verdict": wv.verdict, "reason": wv.reason}
+                for name, wv in ((self.wrapper, v), *self.other_weight_sets)
+            ],
             "non_tensor_keys": list(self.non_tensor_keys),
         }
 
@@ -141,6 +155,11 @@ def verify_file(
         stats = tuple(compute_checkpoint_stats(ckpt))
         verdict = judge(stats, include_head=include_head, count_stem=count_stem, **layout_evidence(ckpt))
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
+        others = []
+        for wrapper in ckpt.weight_sets[1:]:
+            with ckpt.select(wrapper) as other:
+                other_stats = compute_checkpoint_stats(other)
+                others.append((str(wrapper), judge(other_stats, include_head=include_head, count_stem=count_stem)))
         sha = digest.result()
         return FileReport(
             path=path,
@@ -148,13 +167,16 @@ def verify_file(
             sha256=sha,
             verdict=verdict,
             expected=expected,
-            passed=verdict_meets(verdict.verdict, expected) and all(r.passed for r in rule_results),
+            passed=verdict_meets(verdict.verdict, expected)
+            and all(verdict_meets(v.verdict, expected) for _, v in others)
+            and all(r.passed for r in rule_results),
             rules=rule_results,
             wrapper=ckpt.wrapper,
             stripped_prefixes=tuple(ckpt.stripped_prefixes),
             non_tensor_keys=tuple(ckpt.non_tensor_keys),
             metadata=dict(ckpt.metadata),
             stats=stats,
+            other_weight_sets=tuple(others),
         )
 
 
