@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
-from ckpttool.loading import load_checkpoint
+from ckpttool.loading import Checkpoint, load_checkpoint
 from ckpttool.rules import Rule, RuleResult, evaluate_rule, parse_rule
 from ckpttool.stats import TensorStats, compute_checkpoint_stats
 from ckpttool.verdict import Verdict, judge
@@ -119,16 +119,17 @@ def judge_file(path: str | Path, *, include_head: bool = False, count_stem: bool
         'random'
     """
     with load_checkpoint(path) as ckpt:
-        return judge(compute_checkpoint_stats(ckpt), include_head=include_head, count_stem=count_stem,
-                     **layout_evidence(ckpt))
+        return judge_checkpoint(ckpt, include_head=include_head, count_stem=count_stem)[1]
 
 
-def layout_evidence(ckpt) -> dict:
-    """What the file itself says beyond its tensors' values, as ``judge`` keywords: whether its
-    names are in module order (safetensors sorts them) and which parameters its optimizer state
-    shows never received a gradient."""
-    return {"ordered": ckpt.format != "safetensors",
-            "untrained": getattr(ckpt, "params_without_optimizer_state", None)}
+def judge_checkpoint(ckpt: Checkpoint, *, include_head: bool = False,
+                     count_stem: bool = False) -> tuple[tuple[TensorStats, ...], Verdict]:
+    """``(stats, verdict)`` of one open weight set, with what the file says beyond its tensors'
+    values: whether its names are in module order (safetensors sorts them) and which parameters its
+    optimizer state shows never received a gradient."""
+    stats = tuple(compute_checkpoint_stats(ckpt))
+    return stats, judge(stats, include_head=include_head, count_stem=count_stem,
+                        ordered=ckpt.format != "safetensors", untrained=ckpt.params_without_optimizer_state)
 
 
 def verify_file(
@@ -152,14 +153,12 @@ def verify_file(
     with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
         # hashing releases the GIL: it runs on the second core while the statistics run here
         digest = pool.submit(file_sha256, path)
-        stats = tuple(compute_checkpoint_stats(ckpt))
-        verdict = judge(stats, include_head=include_head, count_stem=count_stem, **layout_evidence(ckpt))
+        stats, verdict = judge_checkpoint(ckpt, include_head=include_head, count_stem=count_stem)
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
         others = []
         for wrapper in ckpt.weight_sets[1:]:
             with ckpt.select(wrapper) as other:
-                other_stats = compute_checkpoint_stats(other)
-                others.append((str(wrapper), judge(other_stats, include_head=include_head, count_stem=count_stem)))
+                others.append((str(wrapper), judge_checkpoint(other, include_head=include_head, count_stem=count_stem)[1]))
         sha = digest.result()
         return FileReport(
             path=path,
