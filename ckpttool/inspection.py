@@ -43,7 +43,8 @@ class InspectReport:
     def to_dict(self) -> dict:
         keys = (
             "name", "shape", "dtype", "numel", "mean", "std", "min", "max", "kurtosis",
-            "zero_fraction", "nonfinite", "spectral_ratio", "row_norm_dispersion", "tail_ratio", "status",
+            "zero_fraction", "nonfinite", "spectral_ratio", "row_norm_dispersion", "column_norm_dispersion",
+            "tail_ratio", "trimmed_kurtosis", "edge_overshoot", "evidence_z", "status", "note",
         )  # fmt: skip
         rows = []
         for t in self.tensors:

@@ -89,3 +89,31 @@ def test_empty_folder_is_an_error(tmp_path):
 def test_bad_rule_raises_before_reading(tmp_path):
     with pytest.raises(InvalidArgumentError):
         verify_paths([tmp_path / "missing.pth"], rules=["garbage"])
+
+
+def test_a_training_checkpoint_whose_optimizer_never_saw_a_branch_names_it(tmp_path):
+    """CHGNet ships a training checkpoint whose Adam state has nothing for one branch: it never got
+    a gradient. Here that branch is made of tensors too small to judge on their own (a 4x4 layer and
+    its bias), so only the optimizer state can say it is untouched."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict({
+        "encoder": torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64)),
+        "dead": torch.nn.Linear(4, 4),
+        "head": torch.nn.Linear(64, 10),
+    })
+    with torch.no_grad():  # trained-looking encoder: shared low-rank structure
+        for layer in (net["encoder"][0], net["encoder"][2]):
+            layer.weight += 0.5 * torch.outer(torch.randn(64), torch.randn(64)) / 8
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)  # the dead branch is in the optimizer...
+    used = [p for name, p in net.named_parameters() if not name.startswith("dead.")]
+    sum(p.sum() for p in used).backward()  # ...but never gets a gradient, so Adam keeps no state for it
+    opt.step()
+    path = tmp_path / "training.ckpt"
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 3}, path)
+    report = verify_file(path)
+    assert report.verdict.verdict == "partial" and report.verdict.untouched_groups == ("dead",), report.verdict.reason
+    # the same weights without the optimizer: nothing says the small branch is untouched
+    torch.save({"model": net.state_dict()}, tmp_path / "weights.pt")
+    assert verify_file(tmp_path / "weights.pt").verdict.verdict == "pretrained"
