@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ckpttool.errors import InvalidArgumentError
-from pruning_runner.runs import RunRecord, RunRecordError, printable, read_run, read_states
+from pruning_runner.runs import RunRecord, RunRecordError, read_run, read_states
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,9 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> tuple[ComparedRun, ...]:
             if missing:
                 raise RunRecordError(f"summary.json states lack {', '.join(missing)}")
         except RunRecordError as e:
-            raise InvalidArgumentError(f"cannot compare {printable(str(folder))}: {e}") from e
+            raise InvalidArgumentError(f"cannot compare {folder}: {e}") from e
         if record is None:
-            raise InvalidArgumentError(f"{printable(str(folder))} is not a run folder (no run.json); pass run folders")
+            raise InvalidArgumentError(f"{folder} is not a run folder (no run.json); pass run folders")
         out.append(ComparedRun(record, _rows(states)))
     return tuple(out)
 

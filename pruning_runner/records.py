@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,12 @@ class RunFolder:
         return data
 
     def append_metrics(self, line: dict) -> None:
-        with open(self.file(METRICS), "a", encoding="utf-8") as f:
+        from ckpttool._files import open_regular
+
+        # never through a planted symlink, never into a FIFO: the run folder may be shared
+        fd = open_regular(self.file(METRICS), action="cannot append metrics to", follow_symlinks=False,
+                          flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(json.dumps(line, sort_keys=False) + "\n")
 
     def read_metrics(self) -> list[dict]:

@@ -39,11 +39,6 @@ class RunRecord:
         return asdict(self)
 
 
-def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\x1b``): safe on one terminal line."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
 class RunRecordError(ValueError):
     """A run folder whose records cannot be read as a run (garbled or hostile JSON)."""
 

@@ -7,6 +7,7 @@ import click
 from ckpttool.cli._options import format_option
 from ckpttool.cli._output import emit_json, print_to_stdout
 from ckpttool.inspection import SORT_COLUMNS, inspect_file, select_tensors
+from ckpttool.report.escape import escape_text
 
 
 @click.command("inspect")
@@ -45,4 +46,4 @@ def command(file: str, pattern: str | None, sort: str | None, top: int | None, p
         f"sha256 {report.sha256}"
     )
     if plot_path:
-        click.echo(f"plot written to {plot_path}", err=True)
+        click.echo(f"plot written to {escape_text(plot_path)}", err=True)

@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from ckpttool.cli._output import emit_json, stderr_console, stdout_console
 from ckpttool.errors import InvalidArgumentError
+from ckpttool.report.escape import escape_text
 
 # options that may change when resuming (execution only; never the experiment)
 _RESUME_OK = {"device", "amp", "compile", "compile_backend", "checkpoint_every", "eval_batch_size"}
@@ -133,9 +134,9 @@ def command(ctx: click.Context, config: str | None, resume: str | None, fmt: str
         emit_json({"run_dir": str(result.run_dir), "init": result.init, "states": list(result.states),
                    "final_model": str(result.final_model) if result.final_model else None})
     else:
-        _print_table(stdout_console(), list(result.states), title=f"run {result.run_dir}")
+        _print_table(stdout_console(), list(result.states), title=f"run {escape_text(result.run_dir)}")
         if result.final_model:
-            stdout_console().print(f"compact model: {result.final_model}")
+            stdout_console().print(f"compact model: {escape_text(result.final_model)}", markup=False)
 
 
 def _state_row(s: dict) -> list[str]:
@@ -153,8 +154,9 @@ def _state_row(s: dict) -> list[str]:
 
 def _print_table(console, states: list[dict], title: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))  # a path in the title is shown literally, never as markup
     for col in ("state", "heads", "neurons", "params", "best val %", "test % @best val", "penalised/kept", "s"):
         table.add_column(col, justify="right")
     for s in states:
@@ -178,11 +180,11 @@ class _RichListener:
         name = type(event).__name__
         if name == "RunStarted":
             init = event.init
-            self.console.print(
+            self.console.print(escape_text(
                 f"run {event.run_dir} ({'resumed' if event.resumed else 'new'}) on {event.device}"
                 f"{f' x{event.world_size}' if event.world_size > 1 else ''}; init {init['path']} "
                 f"sha256 {init['sha256'][:12]} verdict {init['verdict']}"
-            )
+            ), markup=False)
             if event.head_reinitialised:
                 self.console.print("classifier head re-initialised (init has another class count)")
         elif name == "EpochStarted":

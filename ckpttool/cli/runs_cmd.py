@@ -11,9 +11,9 @@ def cell(value: object):
     """A table cell shown literally: no rich markup, control characters escaped (run.json is hostile)."""
     from rich.text import Text
 
-    from pruning_runner.runs import printable
+    from ckpttool.report.escape import escape_text
 
-    return Text(printable(str(value)))
+    return Text(escape_text(value))
 
 
 @click.group("runs", invoke_without_command=True)
@@ -29,11 +29,11 @@ def command(ctx: click.Context, init: str | None, root: str, fmt: str) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from pruning_runner.runs import printable, scan_runs
+    from pruning_runner.runs import scan_runs
 
     scan = scan_runs(root, init=init)
     for folder, why in scan.unreadable:  # one line each; the healthy runs are still listed
-        warn(f"skipped {printable(folder)}: {printable(why)}")
+        warn(f"skipped {folder}: {why}")  # warn() escapes what came from the files
     runs = scan.runs
     if fmt == "json":
         emit_json({"root": root, "runs": [r.to_dict() for r in runs],
