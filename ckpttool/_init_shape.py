@@ -71,10 +71,10 @@ init gives (timm random inits: <= 3.9)."""
 
 COMBINED_Z = 8.0
 """Root sum of squares of the evidence z-scores (positive kurtosis, tail and mean offsets, both
-dispersions over 8 or more lines) at or above which several moderate departures together show
-training (timm random inits: <= 5.5; iid chi-square with 5 degrees of freedom: p ~ 1e-12)."""
-
-COMBINED_MIN_LINES = 8
+dispersions over 16 or more lines) at or above which several moderate departures together show
+training (timm random inits: <= 4.8; iid chi-square with 5 degrees of freedom: p ~ 1e-12). Fewer
+lines than 16 make a dispersion's z skewed (the spread of 9 values can come out near zero by
+chance), so they count neither alone nor here."""
 
 _TRIM_SIGMAS = 12.0
 _KURTOSIS_SAMPLE = 1 << 15
@@ -109,7 +109,7 @@ def line_dispersions(sample: np.ndarray) -> tuple[float | None, float | None]:
     return out[0], out[1]
 
 
-def dispersion_z(ratio: float | None, lines: int, *, min_lines: int = MIN_LINES) -> float | None:
+def dispersion_z(ratio: float | None, lines: int) -> float | None:
     """The evidence of a dispersion ratio over ``lines`` rows or columns: ~N(0, 1) for iid entries.
     None when there are too few lines or the lines have equal norms by construction.
 
@@ -117,7 +117,7 @@ def dispersion_z(ratio: float | None, lines: int, *, min_lines: int = MIN_LINES)
         >>> round(dispersion_z(2.0, 64), 1), dispersion_z(2.0, 8), dispersion_z(0.01, 512)
         (7.8, None, None)
     """
-    if ratio is None or lines < min_lines or ratio < EQUAL_NORMS:
+    if ratio is None or lines < MIN_LINES or ratio < EQUAL_NORMS:
         return None
     return math.log(ratio) * math.sqrt(2.0 * lines)
 

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ckpttool._init_shape import (
-    COMBINED_MIN_LINES,
     COMBINED_Z,
     DISPERSION_Z,
     EDGE_MARGIN,
@@ -449,7 +448,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     found["evidence"] = combined_z([
         max(kurt_z, 0.0) if kurt_z is not None else None, offset,
         max(tail_z(tail, tail_n), 0.0) if tail is not None else None,
-        *(abs(z) if (z := dispersion_z(v, c, min_lines=COMBINED_MIN_LINES)) is not None else None for _, v, c in lines),
+        *(abs(z) if (z := dispersion_z(v, c)) is not None else None for _, v, c in lines),
     ])
     for side, value, count in lines:
         z = dispersion_z(value, count)
