@@ -320,3 +320,52 @@ def test_all_with_one_arch_failing_writes_the_others_and_exits_nonzero(run, modu
     assert f"vit_base cifar10 pretrained: hub repository {base_repo} not found" in r.out
     assert r.out.count("FAILED") == 2
 
+
+
+# -- verify hf://ORG/REPO[@REVISION]/FILE -----------------------------------------------------------
+
+def test_verify_hf_path_downloads_and_reports_repo_commit_and_sha256(run, hub, tmp_path, served):
+    sha = hashlib.sha256(served).hexdigest()
+    uri = f"hf://{REPO_ID}/model.safetensors"
+    r = run(hub, "verify", uri, "--expect", "pretrained")
+    assert r.code == 0, r.err
+    assert f"{uri}: repo {REPO_ID}, commit {COMMIT}, sha256 {sha} (cached at " in r.out
+    assert "pretrained" in r.out and r.error_lines == []
+    r = run(hub, "verify", f"hf://{REPO_ID}@main/model.safetensors", "--format", "json")
+    doc = json.loads(r.out)
+    assert r.code == 0 and doc["passed"]
+    (f,) = doc["files"]
+    assert f["verdict"] == "pretrained" and f["sha256"] == sha
+    assert f["hub"] == {"uri": f"hf://{REPO_ID}@main/model.safetensors", "repo_id": REPO_ID,
+                        "filename": "model.safetensors", "revision": "main", "commit": COMMIT, "sha256": sha}
+    assert len(hub.downloads()) == 1  # the second run was served from the cache (after a HEAD)
+
+
+def test_verify_hf_path_dropped_connection_is_one_error_line(run, hub, tmp_path):
+    hub.fault = "drop"
+    r = run(hub, "verify", f"hf://{REPO_ID}/model.safetensors")
+    assert r.code == 2 and len(r.error_lines) == 1, r.err
+    assert r.error_lines[0].startswith(f"error: connection to {hub.endpoint} failed or dropped while downloading")
+    assert r.out == ""
+
+
+@pytest.mark.parametrize("what", ["repo", "file"])
+def test_verify_hf_path_404(run, hub, what):
+    uri = "hf://timm/nope/model.safetensors" if what == "repo" else f"hf://{REPO_ID}/nope.safetensors"
+    r = run(hub, "verify", uri)
+    assert r.code == 2 and len(r.error_lines) == 1, r.err
+    if what == "repo":
+        assert r.error_lines[0].startswith(f"error: hub repository timm/nope not found on {hub.endpoint} (HTTP 404)")
+    else:
+        assert r.error_lines[0] == (f"error: {REPO_ID} has no file 'nope.safetensors' (the hub answered 404 for "
+                                    "it); check the file name in the repo")
+
+
+def test_hf_path_resolution_imports_neither_torch_nor_timm(hub, tmp_path, served):
+    code = ("import sys; from ckpttool.hub_paths import resolve_hub_path; "
+            f"got = resolve_hub_path('hf://{REPO_ID}/model.safetensors'); "
+            "print(got.commit, got.sha256, sorted({'torch', 'timm'} & set(sys.modules)))")
+    p = subprocess.run([sys.executable, "-c", code], env=hub_env(hub, tmp_path), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [COMMIT, hashlib.sha256(served).hexdigest(), "[]"]
