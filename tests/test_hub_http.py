@@ -228,8 +228,13 @@ def test_gated_repo_says_how_to_authenticate(run, hub, init_dir, tmp_path, statu
                     "accept the model's terms on its hub page, then run again; or pass --weights-file PATH")
 
 
-def test_server_error_500_on_download(run, hub, init_dir, tmp_path):
-    hub.fault = "500"
+@pytest.mark.parametrize("where", ["metadata", "download"])
+def test_server_error_500(run, hub, init_dir, tmp_path, where):
+    """500 on the HEAD (huggingface_hub retries it 5 times, honouring Retry-After: 0) or on the GET."""
+    if where == "metadata":
+        hub.hub_fault = "500"
+    else:
+        hub.fault = "500"
     before = snapshot(init_dir)
     r = run(hub, *GEN, "--out-dir", str(init_dir))
     line = refused(r, init_dir, before)
