@@ -20,8 +20,13 @@ cores instead, i.e. torch's defaults without ckpttool's policy (slow under load:
 Other jobs on the machine (not started by this script) add noise to both measurements: the load
 average is printed so that a reader can judge. --json OUT saves the figures with the config.
 
+--probe N isolates the cause: N training steps of the demo's stand-in ViT (batch 16), beside the
+busy loops, under torch's defaults (OMP_WAIT_POLICY=ACTIVE, all cores), under ckpttool's policy,
+and with one thread.
+
 Usage:
     python benchmarks/demo_under_load.py                 # ~2-4 min on 2 idle cores
+    python benchmarks/demo_under_load.py --probe 60      # the thread-policy probe only (torch defaults: minutes)
     python benchmarks/demo_under_load.py --busy 2 --json benchmarks/results/cpu_demo_under_load.json
 """
 
@@ -61,13 +66,59 @@ def run_demo(epochs: int, no_policy: bool) -> dict:
     return {"seconds": round(seconds, 1), "load_before": round(load, 2), "steps": steps}
 
 
+_PROBE = r"""
+import os, sys, time
+if sys.argv[2] == "policy":
+    from ckpttool._threads import apply_cpu_thread_policy
+    apply_cpu_thread_policy()
+import torch, timm
+torch.manual_seed(0)
+m = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=4)
+opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+def step():
+    loss = torch.nn.functional.cross_entropy(m(x), y); opt.zero_grad(); loss.backward(); opt.step()
+for _ in range(3):
+    step()
+t = time.perf_counter()
+for _ in range(int(sys.argv[1])):
+    step()
+print(f"{time.perf_counter() - t:.2f} {torch.get_num_threads()} {os.environ.get('OMP_WAIT_POLICY', 'default')}")
+"""
+
+
+def probe(steps: int, busy: int) -> None:
+    """Training steps beside busy loops under three thread settings."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    settings = {"torch defaults (all cores)": ({"OMP_NUM_THREADS": str(cores)}, False),
+                "ckpttool policy": ({}, True), "1 thread, default wait": ({"OMP_NUM_THREADS": "1"}, False)}
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    try:
+        time.sleep(2)
+        for name, (extra, policy) in settings.items():
+            env = {**_demo_env(False), **extra}
+            out = subprocess.run([sys.executable, "-c", _PROBE, str(steps), "policy" if policy else "none"],
+                                 env=env, capture_output=True, text=True, check=True).stdout.split()
+            print(f"  {name:36s} {out[0]:>8s} s for {steps} steps ({out[1]} threads, wait {out[2]}), "
+                  f"load average {os.getloadavg()[0]:.1f}")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--busy", type=int, default=2, help="busy-loop processes beside the loaded run")
     ap.add_argument("--epochs", type=int, default=2, help="demo --epochs (per pruning state)")
     ap.add_argument("--no-policy", action="store_true", help="torch defaults (active waiting, all cores)")
     ap.add_argument("--json", metavar="OUT", help="save the figures and the config here")
+    ap.add_argument("--probe", type=int, metavar="STEPS", help="only the thread-policy probe, STEPS steps")
     args = ap.parse_args()
+    if args.probe:
+        print(f"{args.probe} training steps beside {args.busy} busy loops:")
+        probe(args.probe, args.busy)
+        return
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {cores} usable cores, "
