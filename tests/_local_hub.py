@@ -152,16 +152,20 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - keep test output clean
         pass
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+    def _head(self, status: int, headers: dict[str, str], length: int) -> None:
+        """Status line and headers; one request per connection."""
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("Connection", "close")
         self.end_headers()
+        self.close_connection = True
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self._head(status, headers, len(body))
         if self.command != "HEAD" and body:
             self.wfile.write(body)
-        self.close_connection = True
 
     def _error(self, status: int, code: str | None, message: str, extra: dict[str, str] | None = None) -> None:
         headers = {"Content-Type": "application/json", "X-Error-Message": message, **(extra or {})}
@@ -244,13 +248,7 @@ class _CdnHandler(_Handler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         body = data[start: end + 1]
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
+        self._head(status, headers, len(body))
         if fault in ("drop", "drop_once", "stall") and first:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()

@@ -131,6 +131,12 @@ def run(forked_cli, tmp_path):
     return _run
 
 
+def generate_refused(run, hub: LocalHub, init_dir: Path, *args: str) -> str:
+    """Run `generate` into ``init_dir``; it must fail with the contract of :func:`refused`."""
+    before = snapshot(init_dir)
+    return refused(run(hub, *GEN, *args, "--out-dir", str(init_dir)), init_dir, before)
+
+
 def refused(result: Result, init_dir: Path, before: dict[str, bytes], *, code: int = 2) -> str:
     """The failure contract; returns the one error line."""
     assert result.code == code, result.err
@@ -179,20 +185,17 @@ def test_connection_dropped_half_way_then_resumed_gives_the_same_file(run, hub, 
 def test_connection_dropped_half_way_for_good_writes_nothing(run, hub, init_dir, tmp_path):
     """The incident: the download did not finish. Nothing may be written, and the cache holds no file."""
     hub.fault = "drop"
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line.startswith(f"error: connection to {hub.endpoint} failed or dropped while downloading "
                            f"{REPO_ID}/model.safetensors, also after huggingface_hub's retries")
     assert line.endswith("nothing was written; run again when the network is back (the download resumes)")
     assert not list((tmp_path / "hf-cache").rglob("model.safetensors"))
+    assert len(hub.downloads()) > 2  # huggingface_hub tried to resume before giving up
 
 
 def test_stall_past_the_client_timeout_writes_nothing(run, hub, init_dir, tmp_path):
     hub.fault = "stall"
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line == (f"error: download of {REPO_ID}/model.safetensors from {hub.endpoint} stalled: no data for 1 s "
                     "(HF_HUB_DOWNLOAD_TIMEOUT), also after huggingface_hub's retries; nothing was written; "
                     "run again when the network is back (the download resumes)")
@@ -200,9 +203,7 @@ def test_stall_past_the_client_timeout_writes_nothing(run, hub, init_dir, tmp_pa
 
 def test_unknown_repo_is_404_and_names_the_repo(run, hub, init_dir, tmp_path):
     hub.repos.clear()
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line.startswith(f"error: hub repository {REPO_ID} not found on {hub.endpoint} (HTTP 404); "
                            "check the model name and tag")
     assert "`hf auth login`" in line
@@ -210,9 +211,7 @@ def test_unknown_repo_is_404_and_names_the_repo(run, hub, init_dir, tmp_path):
 
 def test_repo_without_the_file_is_404_and_names_the_candidates(run, hub, init_dir, tmp_path):
     hub.repos[REPO_ID].commits[COMMIT].pop("model.safetensors")
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line == (f"error: {REPO_ID} has none of model.safetensors, pytorch_model.bin; "
                     "pass --weights-file PATH")
 
@@ -220,9 +219,7 @@ def test_repo_without_the_file_is_404_and_names_the_candidates(run, hub, init_di
 @pytest.mark.parametrize("status", ["401", "403"])
 def test_gated_repo_says_how_to_authenticate(run, hub, init_dir, tmp_path, status):
     hub.hub_fault = status
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line == (f"error: hub repository {REPO_ID} is gated or private (HTTP {status}) and this request was "
                     "not allowed: log in with `hf auth login` (or set HF_TOKEN to a token with read access) and "
                     "accept the model's terms on its hub page, then run again; or pass --weights-file PATH")
@@ -235,27 +232,21 @@ def test_server_error_500(run, hub, init_dir, tmp_path, where):
         hub.hub_fault = "500"
     else:
         hub.fault = "500"
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line == (f"error: the hub at {hub.endpoint} answered HTTP 500 for {REPO_ID}/model.safetensors; "
                     "nothing was written; try again later, or pass --weights-file PATH")
 
 
 def test_body_shorter_than_advertised_size(run, hub, init_dir, tmp_path, served):
     hub.fault = "short"
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     assert line == (f"error: download of {REPO_ID}/model.safetensors is incomplete: received {len(served) // 2} "
                     f"bytes, the hub advertised {len(served)}; nothing was written; run again")
 
 
 def test_body_not_matching_the_etag_is_refused_and_removed_from_the_cache(run, hub, init_dir, tmp_path, served):
     hub.fault = "corrupt"
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir)
     sha = hashlib.sha256(served).hexdigest()
     assert line.startswith(f"error: downloaded {REPO_ID}/model.safetensors does not match the hub's sha256: got ")
     assert f"the hub advertised {sha} (the transfer was altered; the bad copy was removed from the cache)" in line
@@ -280,9 +271,7 @@ def test_revision_records_the_resolved_commit(run, hub, init_dir, tmp_path, serv
 
 
 def test_unknown_revision(run, hub, init_dir, tmp_path):
-    before = snapshot(init_dir)
-    r = run(hub, *GEN, "--revision", "nope", "--out-dir", str(init_dir))
-    line = refused(r, init_dir, before)
+    line = generate_refused(run, hub, init_dir, "--revision", "nope")
     assert line == f"error: revision 'nope' not found in {REPO_ID}; pass an existing branch, tag or commit"
 
 
