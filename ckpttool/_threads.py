@@ -1,16 +1,20 @@
 """CPU thread policy for the commands that run torch on the CPU (demo, generate, run-prune).
 
-On a shared machine a torch CPU job that starts one OpenMP thread per core, each spinning while it
-waits for work, fights the other jobs for every core: everyone slows down far more than the fair
-share. Two things help, and both must happen before torch starts its thread pool:
+On a shared machine, torch's default OpenMP pool fights the other jobs: each of its threads
+busy-waits (spins) for work between parallel regions, burning cores that another process needed,
+and while it spins the thread that holds the real work is descheduled. The user's demo beside two
+other jobs on 2 cores took 30x its time alone. The fix that measurably helps is the wait policy:
 
-- ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of busy-waiting (libgomp spins for
-  a long time by default, burning a core that another process needed);
-- as many threads as there are free cores: usable cores (``os.sched_getaffinity``, which honours
-  ``taskset`` and container CPU sets) minus the current load average, at least one.
+- ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning. Measured beside two
+  busy loops on a shared 2-core machine (``benchmarks/demo_under_load.py --probe 60``): 60 training
+  steps of the demo's ViT took 108-250 s with torch's default waiting and 6-8 s passive.
+- one thread per usable core (``os.sched_getaffinity``, which honours ``taskset`` and container
+  CPU sets, rather than the host's core count). Fewer threads when the load is high was measured
+  too and is worse: with passive waiting, 2 threads beside two busy loops ran in 5.6-6.8 s, 1 thread
+  in 15-19 s (the scheduler shares cores per thread; sleeping threads cost the others nothing).
 
-A value the user set (``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``) is always kept: this only fills in
-defaults. ``benchmarks/demo_under_load.py`` measures the effect.
+Both must be set before torch starts its OpenMP runtime (at ``import torch``). A value the user set
+(``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OMP_WAIT_POLICY``) is always kept: this only fills in defaults.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ class CpuThreadPolicy:
 
     threads: int  # intra-op threads torch uses
     cores: int  # cores this process may run on
-    load: float  # 1-minute load average when deciding (other jobs' runnable threads)
-    source: str  # "OMP_NUM_THREADS" (the user's value, kept) | "auto"
+    load: float  # 1-minute load average when deciding (for reports; it does not lower the threads)
+    source: str  # "OMP_NUM_THREADS" / "MKL_NUM_THREADS" (the user's value, kept) | "auto"
     wait_policy: str  # OMP_WAIT_POLICY in effect
 
 
@@ -47,32 +51,27 @@ def current_load() -> float:
         return 0.0
 
 
-def choose_cpu_threads(cores: int, load: float) -> int:
-    """Threads for a CPU job: the cores not already busy, at least one, at most ``cores``.
-
-    Example:
-        >>> choose_cpu_threads(2, 0.1), choose_cpu_threads(2, 2.0), choose_cpu_threads(16, 3.6)
-        (2, 1, 12)
-    """
-    free = cores - int(load + 0.5)
-    return max(1, min(cores, free))
-
-
 def apply_cpu_thread_policy() -> CpuThreadPolicy:
-    """Set OpenMP's wait policy and torch's thread count for this process, unless the user did.
+    """Passive OpenMP waiting and one torch thread per usable core, unless the user set them.
 
     Call it at the start of a command, before torch is imported where possible (the wait policy is
     read once, when torch's OpenMP runtime starts). Safe to call twice.
+
+    Example:
+        >>> policy = apply_cpu_thread_policy()  # doctest: +SKIP
+        >>> policy.wait_policy, policy.threads  # doctest: +SKIP
+        ('PASSIVE', 2)
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cores, load = usable_cores(), current_load()
-    user = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if user.isdigit() and int(user) > 0:
-        threads, source = int(user), "OMP_NUM_THREADS"
+    cores = usable_cores()
+    var = next((v for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(v, "").strip()), None)
+    user = os.environ.get(var, "").strip() if var else ""
+    if user.isdigit() and int(user) > 0:  # torch takes its pool size from these too
+        threads, source = int(user), var
     else:
-        threads, source = choose_cpu_threads(cores, load), "auto"
+        threads, source = cores, "auto"
         os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch at import, and by child processes
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    return CpuThreadPolicy(threads, cores, load, source, os.environ["OMP_WAIT_POLICY"])
+    return CpuThreadPolicy(threads, cores, current_load(), source, os.environ["OMP_WAIT_POLICY"])
