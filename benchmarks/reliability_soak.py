@@ -18,10 +18,14 @@ Contract
                   attempts, no duplicates.
     * bigfile  -- peak RSS of `ckpttool verify` on a --big-mb safetensors file, against the bare
                   interpreter (same imports), as a fraction of the file size.
+    * names    -- --names random hostile names (control, bidi, surrogate, markup, workflow-command
+                  and XML fragments; tests/reliability/_names.py) put into every field a file can
+                  name, rendered in every format and as the stderr error line. Counts: names whose
+                  output held a raw control character, broke a line, did not parse (must be 0).
   Exit 1 if any must-be-0 figure is not 0.
 
 Usage: python benchmarks/reliability_soak.py [--fuzz-examples 20000] [--kills 50] [--procs 8]
-       [--rounds 3] [--big-mb 400] [--seed 0] [--json OUT]
+       [--rounds 3] [--big-mb 400] [--names 5000] [--seed 0] [--json OUT]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
 import _attacks as A  # noqa: E402
 import _crash as C  # noqa: E402
+import _names as N  # noqa: E402
 
 
 def fuzz(n: int, seed: int, timeout: float, workdir: Path) -> dict:
@@ -110,6 +115,26 @@ def bigfile(mb: int, workdir: Path) -> dict:
             "exit_code": r.returncode}
 
 
+def names(n: int, seed: int, workdir: Path) -> dict:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ckpttool.verify import verify_file
+
+    path = workdir / "names.safetensors"  # a real report to put the names into
+    save_file({"fc.weight": np.random.default_rng(seed).normal(0, 0.02, (16, 16)).astype("float32")}, str(path))
+    report = verify_file(path)
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    unsafe, examples = 0, {}
+    for _ in range(n):
+        name = N.hostile_name(rng)
+        if problems := N.output_problems(report, name):
+            unsafe += 1
+            examples.setdefault(problems[0][:120], ascii(name))
+    return {"names": n, "unsafe_outputs": unsafe, "findings": examples, "seconds": round(time.monotonic() - t0, 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fuzz-examples", type=int, default=20000)
@@ -118,6 +143,7 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="concurrency rounds")
     ap.add_argument("--big-mb", type=int, default=400)
+    ap.add_argument("--names", type=int, default=5000, help="hostile names rendered in every output format")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--json", type=Path)
@@ -135,6 +161,7 @@ def main() -> int:
         report["kills"] = kills(z, args.kills, args.seed, workdir)
         report["concurrency"] = concurrency(z, args.procs, args.rounds, workdir)
     report["bigfile"] = bigfile(args.big_mb, workdir) if args.big_mb else None
+    report["names"] = names(args.names, args.seed, workdir) if args.names else None
     report["seconds"] = round(time.monotonic() - t0, 1)
 
     f = report["fuzz"]
@@ -161,12 +188,19 @@ def main() -> int:
         b = report["bigfile"]
         print(f"\nverify on a {b['file_mb']} MB safetensors file: peak RSS {b['verify_rss_mb']} MB, bare interpreter "
               f"{b['baseline_rss_mb']} MB -> excess {b['excess_over_file']:.1%} of the file (exit {b['exit_code']})")
+    if report["names"]:
+        nm = report["names"]
+        print(f"\nnames: {nm['names']} hostile names in every output format in {nm['seconds']} s: "
+              f"unsafe outputs {nm['unsafe_outputs']}")
+        for detail, name in nm["findings"].items():
+            print(f"  finding: {detail}  (name {name})")
     print(f"\ntotal {report['seconds']} s; workdir {workdir}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     bad = (f["crashes"] + f["hangs"] + f["unsafe_executions"]
            + sum(r[c] for r in report["kills"].values() for c in cols[2:7])
-           + sum(len(c["failures"]) for c in report["concurrency"]))
+           + sum(len(c["failures"]) for c in report["concurrency"])
+           + (report["names"]["unsafe_outputs"] if report["names"] else 0))
     return 1 if bad else 0
 
 

@@ -21,7 +21,7 @@ import warnings
 
 
 def _middle_group(verdict) -> str | None:
-    from ckpttool.verdict import is_input_group
+    from ckpttool.grouping import is_input_group
 
     names = [g.name for g in verdict.groups if g.status == "trained" and not is_input_group(g.name)
              and g.name.split(".")[-1].isdigit()]

@@ -28,16 +28,20 @@ def output_error(path: Path, error: OSError) -> OutputError:
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: str | Path, mode: str = "wb", *, permissions: int | None = None) -> Iterator[IO[Any]]:
     """Write a file atomically through a temporary file in the same folder.
 
-    The temporary file is ``.<name>.<random>.tmp`` beside the destination. On success it is
-    flushed and fsynced, renamed over the destination with ``os.replace`` and the folder is
-    fsynced. On any exception the temporary file is removed and the destination is untouched.
+    The temporary file is ``.<name>.<random>.tmp`` beside the destination, created by
+    ``tempfile.mkstemp`` (``O_CREAT | O_EXCL | O_NOFOLLOW``, mode 0600): a planted file or symlink is
+    never opened, and nobody else can read the content while it is written. On success it is
+    flushed, fsynced, given its final permissions, renamed over the destination with ``os.replace``
+    (which replaces a symlink there, never writes through it) and the folder is fsynced. On any
+    exception the temporary file is removed and the destination is untouched.
 
     Args:
         path: destination file; its folder must exist.
         mode: ``"wb"`` (default) or ``"w"`` (text, UTF-8).
+        permissions: the final mode bits; default: keep the destination's, or 0o666 minus the umask.
 
     Yields:
         The open temporary file to write to.
@@ -63,7 +67,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _final_mode(path))
+        os.chmod(tmp, _final_mode(path) if permissions is None else permissions)
         os.replace(tmp, path)
     except BaseException as e:
         _remove_quietly(tmp)

@@ -9,17 +9,27 @@ Layout, under a root folder (by default the folder of the file being backed up, 
 
 The same content backed up twice is recorded twice and stored once. Before a record is appended the
 stored object is read back and its sha256 compared; restore checks it again before writing.
+
+A ``backup_old`` folder can arrive with a repository, so its manifest is hostile input: every record
+is checked when read (``object_path`` must be exactly ``objects/<sha256>``, ``original_path``
+absolute, ``view_path`` relative without ``..``), a record that is not is a corrupted manifest, and
+``restore`` writes only below the root that holds ``backup_old`` unless ``to=`` names the target.
+Backups never widen access: ``backup_old`` is created 0700, an object keeps its source's permission
+bits minus write, and only regular files are backed up (a symlink is refused; pass the real file).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from ckpttool._files import copy_and_hash, describe_kind, is_below, is_relative_inside, open_regular
 from ckpttool.errors import (
     CheckpointNotFoundError,
     CkptError,
@@ -27,14 +37,13 @@ from ckpttool.errors import (
     ManifestError,
     OutputError,
 )
-from ckpttool.hashing import file_sha256
 
 BACKUP_DIR = "backup_old"
 BACKUP_MANIFEST = "MANIFEST.json"
 BACKUP_FORMAT = "ckpttool-backup-manifest"
 BACKUP_VERSION = 1
 DEFAULT_ROOT = Path("init_model")
-_CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -73,11 +82,36 @@ class BackupRecord:
 
     @classmethod
     def from_dict(cls, d: dict, backup_dir: Path) -> BackupRecord:
+        """A record read from a manifest, every field checked (the manifest may be hostile).
+
+        Raises:
+            ValueError, KeyError, TypeError: a field is missing, of the wrong type, or unsafe.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"a record is a JSON object, not {type(d).__name__}")
+        sha = _field(d, "sha256", str)
+        if not _SHA256.fullmatch(sha):
+            raise ValueError(f"sha256 {_show(sha)} is not 64 lowercase hex digits")
+        object_path = _field(d, "object_path", str)
+        if object_path != f"objects/{sha}":
+            raise ValueError(f"object_path {_show(object_path)} is not objects/<its sha256>")
+        original = _field(d, "original_path", str)
+        if not original.startswith("/") or "\0" in original:
+            raise ValueError(f"original_path {_show(original)} is not an absolute path")
+        view = d.get("view_path")
+        if view is not None and not is_relative_inside(view):
+            raise ValueError(f"view_path {_show(view)} is not a relative path inside the backup folder")
+        size = _field(d, "size", int)
+        if size < 0:
+            raise ValueError(f"size {size} is negative")
+        verdict = d.get("verdict")
+        if verdict is not None and not isinstance(verdict, str):
+            raise TypeError(f"verdict is {type(verdict).__name__}, not a string")
         return cls(
-            id=str(d["id"]), original_path=str(d["original_path"]), sha256=str(d["sha256"]),
-            size=int(d["size"]), verdict=d.get("verdict"), reason=str(d.get("reason", "")),
-            created_utc=str(d["created_utc"]), object_path=str(d["object_path"]),
-            view_path=d.get("view_path"), moved=bool(d.get("moved", False)), backup_dir=backup_dir,
+            id=_field(d, "id", str), original_path=original, sha256=sha, size=size, verdict=verdict,
+            reason=_field(d, "reason", str, ""), created_utc=_field(d, "created_utc", str),
+            object_path=object_path, view_path=view, moved=_field(d, "moved", bool, False),
+            backup_dir=backup_dir,
         )
 
 
@@ -133,8 +167,11 @@ def backup_file(path: str | Path, *, reason: str = "", move: bool = False,
     Returns:
         The new :class:`BackupRecord`.
 
+    The stored object keeps ``path``'s permission bits minus write; a new ``backup_old`` is 0700.
+
     Raises:
-        CheckpointNotFoundError: ``path`` is not a file.
+        CheckpointNotFoundError: ``path`` does not exist.
+        InvalidArgumentError: ``path`` is a symlink (pass the real file), a folder, a FIFO or a device.
         ManifestError: the backup manifest is corrupted (nothing is stored, the manifest is untouched).
         OutputError: the copy could not be written or did not verify.
 
@@ -147,25 +184,17 @@ def backup_file(path: str | Path, *, reason: str = "", move: bool = False,
     from ckpttool.locking import file_lock
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointNotFoundError(f"cannot back up {path}: no such file")
-    backup_dir = resolve_backup_dir(path, root=root)
-    ensure_folder(backup_dir)
-    manifest = backup_dir / BACKUP_MANIFEST
-    with file_lock(manifest):
-        records = _read_records(backup_dir)  # a corrupted manifest stops us before anything is stored
-        sha, size = _store_object(path, backup_dir)
-        verdict = _verdict_of(path)
-        now = _dt.datetime.now(_dt.timezone.utc)
-        stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
-        record_id = _unique_id(f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:8]}", {r.id for r in records})
-        view = _link_view(backup_dir, stamp, path.name, sha)
-        record = BackupRecord(
-            id=record_id, original_path=str(path.absolute()), sha256=sha, size=size, verdict=verdict,
-            reason=reason, created_utc=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            object_path=f"objects/{sha}", view_path=view, moved=move, backup_dir=backup_dir,
-        )
-        _write_records(backup_dir, [*records, record])
+    # the descriptor, not the path, is what gets copied: a file swapped after the check is not read
+    fd = open_regular(path, action="cannot back up", follow_symlinks=False,
+                      symlink_hint="; back up the real file it points to")
+    with os.fdopen(fd, "rb") as src:
+        backup_dir = resolve_backup_dir(path, root=root)
+        ensure_folder(backup_dir, mode=0o700)
+        manifest = backup_dir / BACKUP_MANIFEST
+        with file_lock(manifest):
+            records = _read_records(backup_dir)  # a corrupted manifest stops us before anything is stored
+            sha, size = _store_object(src, path, backup_dir, permissions=os.fstat(fd).st_mode & 0o555)
+            record = _append_record(backup_dir, records, path, sha, size, reason=reason, move=move)
     if move:
         try:
             path.unlink()
@@ -179,6 +208,7 @@ def find_backup(id_or_path: str | Path, *, root: str | Path | None = None) -> Ba
 
     Raises:
         CheckpointNotFoundError: no such backup.
+        InvalidArgumentError: the id is ambiguous, or the path is outside ``backup_old`` or not a regular file.
     """
     text = str(id_or_path)
     candidate = Path(text)
@@ -187,7 +217,8 @@ def find_backup(id_or_path: str | Path, *, root: str | Path | None = None) -> Ba
         if backup_dir is None:
             raise InvalidArgumentError(
                 f"{candidate} is not inside a {BACKUP_DIR} folder; pass a backup id (see `ckpttool backup list`)")
-        sha = file_sha256(candidate)
+        with os.fdopen(open_regular(candidate, action="cannot look up backup"), "rb") as f:
+            sha, _ = copy_and_hash(f)
         matches = [r for r in _read_records(backup_dir) if r.sha256 == sha]
         if matches:
             return matches[-1]
@@ -210,7 +241,11 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
     """Put a backup back in place, atomically, backing up whatever it replaces first.
 
     The content is copied to a temp file and renamed over the target: a process that has the old
-    file open keeps reading the old content.
+    file open keeps reading the old content. Without ``to`` the target is the recorded path, which
+    must lie below the folder holding ``backup_old`` (a manifest that came with a repository cannot
+    send a restore elsewhere); ``to`` names any target. The target is never inside ``backup_old``,
+    a symlink, or anything but a regular file. A new file gets the stored copy's permissions plus
+    owner write; a replaced file keeps its own, narrowed to those.
 
     Args:
         id_or_path: a backup id (or unique prefix), or a path inside ``backup_old``.
@@ -218,35 +253,42 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
         root: folder holding ``backup_old`` when ``id_or_path`` is an id; default ``init_model``.
 
     Raises:
-        CheckpointNotFoundError: no such backup; OutputError: the stored copy fails its sha256
-        check, or writing failed (the target is untouched).
+        CheckpointNotFoundError: no such backup; InvalidArgumentError: the target is outside the
+        root (pass ``to``), inside ``backup_old``, a symlink or not a regular file; OutputError: the
+        stored copy is missing or fails its sha256 check, or writing failed (the target is untouched).
     """
     from ckpttool._atomic import atomic_write
     from ckpttool.locking import file_lock
 
     record = find_backup(id_or_path, root=root)
+    target = _restore_target(record, to)
     source = record.object_file
-    if not source.is_file():
-        raise OutputError(f"backup {record.id}: stored copy {source} is missing; nothing was restored")
-    actual = file_sha256(source)
-    if actual != record.sha256:
-        raise OutputError(f"backup {record.id}: stored copy {source} has sha256 {actual}, recorded "
-                          f"{record.sha256}; it is damaged; nothing was restored")
-    target = Path(to) if to is not None else Path(record.original_path)
-    ensure_folder(target.parent)
-    with file_lock(target):
-        replaced = None
-        if target.exists():
-            if target.is_file() and file_sha256(target) == record.sha256:
-                return RestoreResult(record, target, None, unchanged=True)
-            replaced = backup_file(target, reason="replaced by restore")
-        digest = hashlib.sha256()
-        with atomic_write(target) as out, open(source, "rb") as src:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-            if digest.hexdigest() != record.sha256:  # changed under us: abort, the temp is removed
-                raise OutputError(f"backup {record.id} changed while being restored; nothing was restored")
+    _check_store_folder(source.parent)
+    try:
+        fd = open_regular(source, action=f"backup {record.id}: cannot read stored copy", follow_symlinks=False)
+    except CheckpointNotFoundError as e:
+        raise OutputError(f"backup {record.id}: stored copy {source} is missing; nothing was restored") from e
+    with os.fdopen(fd, "rb") as src:
+        actual, _ = copy_and_hash(src)
+        if actual != record.sha256:
+            raise OutputError(f"backup {record.id}: stored copy {source} has sha256 {actual}, recorded "
+                              f"{record.sha256}; it is damaged; nothing was restored")
+        permissions = (os.fstat(fd).st_mode & 0o777) | 0o200
+        ensure_folder(target.parent)
+        with file_lock(target):
+            replaced = None
+            existing = _lstat(target)
+            if existing is not None:
+                _check_restore_target(target, existing)
+                with os.fdopen(open_regular(target, action="cannot restore over", follow_symlinks=False), "rb") as f:
+                    if copy_and_hash(f)[0] == record.sha256:
+                        return RestoreResult(record, target, None, unchanged=True)
+                replaced = backup_file(target, reason="replaced by restore")
+                permissions &= existing.st_mode & 0o777
+            src.seek(0)
+            with atomic_write(target, permissions=permissions) as out:
+                if copy_and_hash(src, out)[0] != record.sha256:  # changed under us: abort, the temp is removed
+                    raise OutputError(f"backup {record.id} changed while being restored; nothing was restored")
     return RestoreResult(record, target, replaced, unchanged=False)
 
 
@@ -255,19 +297,30 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
 def _read_records(backup_dir: Path) -> list[BackupRecord]:
     manifest = backup_dir / BACKUP_MANIFEST
     try:
-        raw = manifest.read_bytes()
-    except FileNotFoundError:
+        with os.fdopen(open_regular(manifest, action="cannot read backup manifest"), "rb") as f:
+            raw = f.read()
+    except CheckpointNotFoundError:
         return []
-    except OSError as e:
-        raise ManifestError(f"cannot read backup manifest {manifest}: {e.strerror or e}") from e
+    except (CkptError, OSError) as e:
+        raise ManifestError(str(e) if isinstance(e, CkptError) else
+                            f"cannot read backup manifest {manifest}: {e.strerror or e}") from e
     try:
         doc = json.loads(raw.decode("utf-8"))
         if not isinstance(doc, dict) or doc.get("format") != BACKUP_FORMAT:
             raise ValueError(f"not a {BACKUP_FORMAT} document")
         if doc.get("version") != BACKUP_VERSION:
-            raise ValueError(f"unsupported version {doc.get('version')!r}")
-        return [BackupRecord.from_dict(d, backup_dir) for d in doc["backups"]]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"unsupported version {_show(doc.get('version'))}")
+        backups = doc["backups"]
+        if not isinstance(backups, list):
+            raise TypeError(f"'backups' is {type(backups).__name__}, not a list")
+        records = []
+        for i, d in enumerate(backups, 1):
+            try:
+                records.append(BackupRecord.from_dict(d, backup_dir))
+            except (ValueError, KeyError, TypeError) as e:
+                raise type(e)(f"record {i}: {e.args[0] if e.args else e}") from e
+        return records
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise ManifestError(
             f"backup manifest {manifest} is corrupted ({type(e).__name__}: {e}); it was left unchanged and "
             f"nothing was backed up or restored; repair it (the stored copies are in {backup_dir / 'objects'})"
@@ -282,32 +335,106 @@ def _write_records(backup_dir: Path, records: list[BackupRecord]) -> None:
         f.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
-def _store_object(path: Path, backup_dir: Path) -> tuple[str, int]:
-    """Copy ``path`` into objects/ unless that content is already there; verify; return (sha, size)."""
+def _field(d: dict, key: str, kind: type, *default: object):
+    """``d[key]``, which must be a ``kind`` (bool is not an int here); ``default`` when given and absent."""
+    value = d.get(key, *default) if default else d[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{key} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _show(value: object, limit: int = 80) -> str:
+    """A hostile value, quoted and cut, for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _restore_target(record: BackupRecord, to: str | Path | None) -> Path:
+    """Where a restore writes; refuses a recorded path outside the root and anything inside backup_old."""
+    backup_dir = record.backup_dir or resolve_backup_dir()
+    root = backup_dir.absolute().parent
+    if to is None:
+        target = Path(record.original_path)
+        if not is_below(target, root):
+            raise InvalidArgumentError(
+                f"backup {record.id} was recorded from {target}, which is outside {root} (the folder holding "
+                f"{BACKUP_DIR}); nothing was restored; pass --to PATH to choose where it goes")
+    else:
+        target = Path(to)
+    if is_below(target, backup_dir):
+        raise InvalidArgumentError(f"cannot restore into the backup folder {backup_dir} itself ({target}); "
+                                   "choose a target outside it")
+    return target
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _check_restore_target(target: Path, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidArgumentError(
+            f"cannot restore over {target}: it is a symlink (to {os.path.realpath(target)}); nothing was "
+            "restored; pass --to with the real file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgumentError(
+            f"cannot restore over {target}: it is {describe_kind(st.st_mode)}, not a regular file")
+
+
+def _check_store_folder(objects: Path) -> None:
+    """objects/ must be a real folder of the store, not a symlink leading elsewhere."""
+    st = _lstat(objects)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{objects} is not a folder (a symlink or a file); backups are stored only in a "
+                          "real objects/ folder; move it aside")
+
+
+def _hash_stored(final: Path) -> str:
+    with os.fdopen(open_regular(final, action="cannot read stored backup", follow_symlinks=False), "rb") as f:
+        return copy_and_hash(f)[0]
+
+
+def _store_object(src: BinaryIO, path: Path, backup_dir: Path, *, permissions: int) -> tuple[str, int]:
+    """Copy ``src`` into objects/ unless that content is already there; verify; return (sha, size)."""
     from ckpttool._atomic import atomic_write
 
     objects = backup_dir / "objects"
+    _check_store_folder(objects)
     ensure_folder(objects)
-    sha = file_sha256(path)
+    sha, size = copy_and_hash(src)
     final = objects / sha
-    if final.exists():
-        if file_sha256(final) != sha:
+    if _lstat(final) is not None:
+        if _hash_stored(final) != sha:
             raise OutputError(f"stored backup object {final} is damaged (sha256 differs from its name); "
                               "it was left as it is; move it aside and retry")
-        return sha, final.stat().st_size
-    digest = hashlib.sha256()
-    size = 0
-    with atomic_write(final) as out, open(path, "rb") as src:
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-        if digest.hexdigest() != sha:
+        return sha, size
+    src.seek(0)
+    with atomic_write(final, permissions=permissions) as out:
+        if copy_and_hash(src, out)[0] != sha:
             raise OutputError(f"{path} changed while it was being backed up; nothing was stored; retry")
-    if file_sha256(final) != sha:  # read back what landed on disk before reporting success
+    if _hash_stored(final) != sha:  # read back what landed on disk before reporting success
         raise OutputError(f"the stored copy {final} does not match {path} after writing; check the disk")
-    os.chmod(final, 0o444)
     return sha, size
+
+
+def _append_record(backup_dir: Path, records: list[BackupRecord], path: Path, sha: str, size: int, *,
+                   reason: str, move: bool) -> BackupRecord:
+    """Record a stored object (the caller holds the manifest's lock)."""
+    verdict = _verdict_of(backup_dir / "objects" / sha)  # the verdict of exactly what was stored
+    now = _dt.datetime.now(_dt.timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
+    record_id = _unique_id(f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:8]}", {r.id for r in records})
+    view = _link_view(backup_dir, stamp, path.name, sha)
+    record = BackupRecord(
+        id=record_id, original_path=str(path.absolute()), sha256=sha, size=size, verdict=verdict,
+        reason=reason, created_utc=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        object_path=f"objects/{sha}", view_path=view, moved=move, backup_dir=backup_dir,
+    )
+    _write_records(backup_dir, [*records, record])
+    return record
 
 
 def _link_view(backup_dir: Path, stamp: str, name: str, sha: str) -> str | None:
@@ -343,10 +470,13 @@ def _verdict_of(path: Path) -> str:
         return "unreadable"
 
 
-def ensure_folder(folder: Path) -> None:
-    """Create ``folder`` (and parents) or raise OutputError naming why it cannot be used."""
+def ensure_folder(folder: Path, *, mode: int = 0o777) -> None:
+    """Create ``folder`` (and parents) or raise OutputError naming why it cannot be used.
+
+    ``mode`` applies to ``folder`` itself when it is created (minus the umask); parents get the default.
+    """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=mode, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:
         raise OutputError(f"cannot create folder {folder}: a path component is a file; choose another location") from e
     except OSError as e:

@@ -8,7 +8,12 @@ stands only when something else in the checkpoint corroborates training:
 
 - a BatchNorm layer whose running statistics are still exactly at their init (mean 0, variance 1)
   never ran a forward pass in training mode: its weight and bias are init values (``init-like``);
-- a BatchNorm layer whose running statistics moved did run in training mode: its vectors stand;
+- a BatchNorm layer whose running statistics moved did run in training mode: its vectors stand,
+  and a gain that moved from its exact init of 1 is trained however short it is (an 8-channel
+  layer's gains say nothing as a distribution, but 1.0 does not drift by itself);
+- where some BatchNorm layers ran and others never did, the ones that never did are evidence that
+  their module never saw data while the rest of the network trained (a re-initialised block, a
+  dead branch): their ``running_mean`` counts as ``init-like``, not as a constant that says nothing;
 - a vector tightly clustered around its mean (spread under a quarter of it) stands: that is a
   constant init (a norm gain of 1) that training moved, as in GroupNorm / LayerNorm / EvoNorm nets
   whose matrices stay within noise of their init; the random draws above spread as wide as their
@@ -35,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ckpttool.stats import TensorStats
 
 UNUSED_BATCHNORM_NOTE = "random init: BatchNorm running stats never updated"
+NEVER_RAN_NOTE = "BatchNorm never ran in training mode, while {} others did"
+MOVED_GAIN_NOTE = "BatchNorm gain moved from its init of 1, and its statistics ran"
 
 DRIFTED_CONSTANT_CV = 0.25
 """Coefficient of variation (std / |mean|) below which a trained-looking vector is a moved constant."""
@@ -44,7 +51,7 @@ def _is_constant(s: TensorStats, value: float) -> bool:
     return s.nonfinite == 0 and s.min == value and s.max == value
 
 
-def _batchnorm_prefixes(by_name: dict[str, TensorStats]) -> tuple[set[str], set[str]]:
+def batchnorm_prefixes(by_name: dict[str, TensorStats]) -> tuple[set[str], set[str]]:
     """``(unused, used)``: prefixes (``"layer1.0.bn1."``) of BatchNorm layers whose running
     statistics are exactly at init, and of those whose statistics moved."""
     unused, used = set(), set()
@@ -74,9 +81,18 @@ def apply_checkpoint_context(stats: Sequence[TensorStats]) -> list[TensorStats]:
         >>> from ckpttool.stats import compute_stats_from_arrays  # doctest: +SKIP
         >>> apply_checkpoint_context(compute_stats_from_arrays(items))  # doctest: +SKIP
     """
+    unused, used = batchnorm_prefixes({s.name: s for s in stats})
+    if used and unused:
+        stats = [dataclasses.replace(s, status="init-like", note=NEVER_RAN_NOTE.format(len(used)))
+                 if s.name.endswith("running_mean") and s.name[: -len("running_mean")] in unused else s
+                 for s in stats]
+    if used:
+        stats = [dataclasses.replace(s, status="trained", note=MOVED_GAIN_NOTE)
+                 if s.name.endswith(".weight") and s.name[: -len("weight")] in used and s.status != "nonfinite"
+                 and s.spectral_ratio is None and not _is_constant(s, 1.0) else s
+                 for s in stats]
     if not any(_is_trained_vector(s) for s in stats):
         return list(stats)
-    unused, used = _batchnorm_prefixes({s.name: s for s in stats})
     body_matrices = [s for s in stats if s.spectral_ratio is not None and not is_head_tensor(s.name)]
     matrix_trained = not body_matrices or any(s.status == "trained" for s in body_matrices)
     out = []

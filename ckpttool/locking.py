@@ -5,6 +5,10 @@ take the same lock: the second waits, then sees what the first did. The lock is 
 on a dot-file next to the guarded path (``.NAME.lock``); the kernel releases it when the holder
 exits, even on ``kill -9``, so a stale lock file is harmless and is never deleted (deleting it would
 let two processes lock two different inodes).
+
+The lock file sits in a folder that may have come with a repository: it is opened with ``O_NOFOLLOW``
+and must be a regular file, so a planted symlink (or FIFO) named like the lock is refused instead of
+creating or truncating whatever it points at.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ckpttool.errors import OutputError
+from ckpttool.errors import CheckpointNotFoundError, CkptError, OutputError
 
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 
@@ -53,13 +57,17 @@ def file_lock(path: str | Path, *, timeout: float | None = DEFAULT_LOCK_TIMEOUT_
         >>> with file_lock(tmp / "a.pth.tar"):  # doctest: +SKIP
         ...     write_it()
     """
+    from ckpttool._files import open_regular
+
     lock = lock_path_for(path)
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise OutputError(
-            f"cannot create lock file {lock}: {e.strerror or e}; check that {lock.parent} is a writable folder"
-        ) from e
+        fd = open_regular(lock, action="cannot use lock file", follow_symlinks=False,
+                          flags=os.O_RDWR | os.O_CREAT)
+    except CheckpointNotFoundError as e:
+        raise OutputError(f"cannot create lock file {lock}: its folder does not exist; check {lock.parent}") from e
+    except CkptError as e:  # a planted symlink or FIFO, or a folder that is not writable
+        raise OutputError(f"{e}; check that {lock.parent} is a writable folder, and remove {lock} if it is "
+                          "not an empty file ckpttool made") from e
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

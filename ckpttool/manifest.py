@@ -9,7 +9,13 @@ Policy (also in ``init_model/README.md``): the check fails on a listed file that
 sha256 that differs, or a verdict that differs from the recorded one (an unreadable file counts as
 a verdict mismatch). Checkpoint files present in the folder but not listed are reported as a
 warning and do not fail the check: an experiment folder may hold scratch files, and what CI pins is
-the listed set. ``backup_old/``, dot-files and temp files are never considered.
+the listed set. ``backup_old/``, dot-files and temp files are never considered; other files are found
+by the same suffixes, case-insensitive, as ``verify``'s folder mode.
+
+A manifest can arrive with a repository, so its keys are hostile: an absolute key, a ``..``
+component or a sha256 that is not 64 hex digits makes it a corrupted manifest, and a listed path that
+resolves (through symlinks) outside the manifest's folder, or that is not a regular file, is never
+read or hashed: it counts as unreadable, a verdict mismatch.
 
 A manifest that cannot be parsed is a :class:`ManifestError`; it is never rewritten.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +37,7 @@ MANIFEST_FORMAT = "ckpttool-init-manifest"
 MANIFEST_VERSION = 1
 # Folders next to the manifest that never hold pinned files.
 _IGNORED_DIRS = ("backup_old",)
-_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin", ".ckpt")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -138,18 +145,23 @@ def read_manifest(path: str | Path, *, missing_ok: bool = False) -> Manifest:
     Raises:
         ManifestError: missing (unless ``missing_ok``), not JSON, or not in the expected shape.
     """
+    from ckpttool._files import open_regular
+
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with os.fdopen(open_regular(path, action="cannot read manifest"), "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         if missing_ok:
             return Manifest(path)
         raise ManifestError(f"manifest {path} does not exist; create it with `ckpttool generate`") from None
+    except CkptError as e:  # a folder, a FIFO, a device: never read
+        raise ManifestError(str(e)) from e
     except OSError as e:
         raise ManifestError(f"cannot read manifest {path}: {e.strerror or e}") from e
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise _corrupt(path, f"not valid JSON ({e})") from e
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise _corrupt(path, f"not a {MANIFEST_FORMAT} document")
@@ -158,12 +170,20 @@ def read_manifest(path: str | Path, *, missing_ok: bool = False) -> Manifest:
     files = doc.get("files")
     if not isinstance(files, dict):
         raise _corrupt(path, "'files' is not an object")
+    from ckpttool._files import is_relative_inside
+
     entries = []
     for rel, item in files.items():
+        if not is_relative_inside(rel):
+            raise _corrupt(path, f"entry {rel!r} is not a relative path inside the manifest's folder "
+                                 "(absolute paths and '..' are refused)")
         try:
+            sha = _str(item["sha256"])
+            if not _SHA256.fullmatch(sha):
+                raise ValueError(f"sha256 {sha[:80]!r} is not 64 lowercase hex digits")
             entries.append(ManifestEntry(
                 path=str(rel),
-                sha256=_str(item["sha256"]),
+                sha256=sha,
                 size=int(item["size"]),
                 expected_verdict=_str(item["expected_verdict"]),
                 provenance=dict(item.get("provenance") or {}),
@@ -215,7 +235,6 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
         >>> check.passed, check.missing
         (True, ())
     """
-    from ckpttool.hashing import file_sha256
     from ckpttool.verify import judge_file
 
     manifest_path = Path(manifest_path)
@@ -226,11 +245,15 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
     checked, missing, hashes, verdicts = [], [], [], []
     for entry in manifest.entries:
         file = folder / entry.path
-        if not file.is_file():
+        try:
+            actual_sha = _confined_sha256(file, folder)
+        except FileNotFoundError:
             missing.append(entry.path)
             continue
+        except CkptError as e:  # outside the folder, or not a regular file: never read, never hashed
+            verdicts.append(VerdictMismatch(entry.path, entry.expected_verdict, "unreadable", str(e)))
+            continue
         checked.append(entry.path)
-        actual_sha = file_sha256(file)
         if actual_sha != entry.sha256:
             hashes.append(HashMismatch(entry.path, entry.sha256, actual_sha))
         try:
@@ -252,12 +275,32 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
     )
 
 
+def _confined_sha256(file: Path, folder: Path) -> str:
+    """sha256 of a listed file that resolves inside ``folder`` and is a regular file.
+
+    Raises:
+        FileNotFoundError: it does not exist (a CheckpointNotFoundError).
+        InvalidArgumentError: it resolves outside ``folder``, or is a folder, FIFO, device or socket.
+    """
+    from ckpttool._files import copy_and_hash, is_below, open_regular
+    from ckpttool.errors import InvalidArgumentError
+
+    if not is_below(file, folder):
+        raise InvalidArgumentError(
+            f"{file} resolves to {os.path.realpath(file)}, outside the manifest's folder {folder}; "
+            "it was not read; a manifest pins only files inside its folder")
+    with os.fdopen(open_regular(file, action="cannot check"), "rb") as f:
+        return copy_and_hash(f)[0]
+
+
 def _checkpoint_files(folder: Path) -> list[str]:
+    from ckpttool.loading import CHECKPOINT_SUFFIXES  # one suffix list for folder and manifest mode
+
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS and not d.startswith("."))
         for name in filenames:
-            if name.startswith(".") or not name.endswith(_SUFFIXES):
+            if name.startswith(".") or not name.lower().endswith(CHECKPOINT_SUFFIXES):
                 continue
             found.append((Path(dirpath) / name).relative_to(folder).as_posix())
     return found

@@ -3,9 +3,9 @@ corrections that need the rest of the checkpoint live in ``ckpttool.context``).
 
 Each tensor gets moments (mean, std, min, max, excess kurtosis, zero fraction, non-finite count)
 and, for matrices (``[out, fan_in]`` after reshaping, both sides >= 8, dead rows and columns left
-out), three scale-free structure signals: the spectral ratio (see ``ckpttool._spectral``), the tail
-ratio (``tail_ratio``) and the row-norm dispersion (the spread of row norms over what iid entries
-with that fan-in and kurtosis would give; ~1.0 for iid).
+out), scale-free structure signals: the spectral ratio (see ``ckpttool._spectral``), the tail
+ratio (``tail_ratio``), and (see ``ckpttool._init_shape``) the row- and column-norm dispersions,
+the uniform edge overshoot, the trimmed kurtosis and the mean offset.
 
 From these, one status per tensor:
 
@@ -14,9 +14,11 @@ From these, one status per tensor:
   buffers, layer-scale gammas), only a few distinct values, everything at <= 1e-4 scale (tokens and
   jax-style biases at ~1e-6), a monotone vector, a deterministic sin/cos table, or a fixed Fourier
   basis (an STFT front end stored as a conv weight).
-- ``"trained"``: a matrix whose spectral ratio is clearly above 1 or whose entries are clearly
-  heavier-tailed than a Gaussian (tail ratio), or a vector whose values cannot come from a
-  zero-mean iid init (clearly non-zero mean, e.g. trained norm gains, or heavy tails).
+- ``"trained"``: a matrix whose spectral ratio is clearly above 1, whose entries are clearly
+  heavier-tailed than a Gaussian (tail ratio, trimmed kurtosis), whose row or column norms are
+  clearly more even or more uneven than iid entries give, whose uniform-like entries reach past a
+  uniform init's edge, or whose mean is clearly off zero; or a vector whose values cannot come from a zero-mean iid init (clearly non-zero mean,
+  e.g. trained norm gains, or heavy tails).
 - ``"init-like"``: a matrix that looks like iid random entries.
 - ``"too-small"``: nothing to judge: scalars, short vectors, random-looking vectors, integer
   buffers other than all-zero ones.
@@ -24,6 +26,7 @@ From these, one status per tensor:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -31,6 +34,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ckpttool._init_shape import (
+    COMBINED_MIN_LINES,
+    COMBINED_Z,
+    DISPERSION_Z,
+    EDGE_MARGIN,
+    KURTOSIS_Z,
+    MEAN_Z,
+    combined_z,
+    dispersion_z,
+    edge_overshoot,
+    kurtosis_z,
+    line_dispersions,
+    mean_z,
+    trimmed_kurtosis,
+)
 from ckpttool._spectral import sample_matrix, spectral_ratio
 from ckpttool.context import apply_checkpoint_context
 
@@ -41,7 +59,7 @@ STATUSES = ("trained", "init-like", "init-constant", "nonfinite", "too-small")
 
 NUMERIC_FIELDS = (
     "numel", "mean", "std", "min", "max", "kurtosis", "zero_fraction", "nonfinite", "spectral_ratio",
-    "row_norm_dispersion", "tail_ratio",
+    "row_norm_dispersion", "tail_ratio", "column_norm_dispersion", "edge_overshoot", "trimmed_kurtosis",
 )  # fmt: skip
 """TensorStats fields holding one number each: what `inspect --sort` orders by and `--rule` tests."""
 
@@ -92,6 +110,16 @@ def tail_threshold(n: int) -> float:
         (6.97, 4.5)
     """
     return max(TAIL_TRAINED_FLOOR, TAIL_RATIO_GAUSSIAN + 8.0 * _TAIL_SD / math.sqrt(n))
+
+
+def tail_z(ratio: float, n: int) -> float:
+    """A tail ratio in standard deviations above the Gaussian value, for ``n`` entries.
+
+    Example:
+        >>> round(tail_z(TAIL_RATIO_GAUSSIAN + 0.63, 1024), 1)
+        3.2
+    """
+    return (ratio - TAIL_RATIO_GAUSSIAN) / (_TAIL_SD / math.sqrt(n))
 
 
 def tail_ratio(sample: np.ndarray) -> tuple[float, int] | None:
@@ -150,6 +178,9 @@ class TensorStats:
     status: str  # one of STATUSES
     note: str = ""  # why this status, in a few words
     tail_ratio: float | None = None  # matrices only; ~3.8 for Gaussian entries, ~2.0 for uniform
+    column_norm_dispersion: float | None = None  # matrices only; ~1 for iid entries
+    edge_overshoot: float | None = None  # uniform-like matrices only; > 1.02: beyond a uniform init's edge
+    trimmed_kurtosis: float | None = None  # matrices only; excess kurtosis without extreme outliers (0: Gaussian)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists, None stays None -> null)."""
@@ -304,18 +335,6 @@ def _without_dead_lines(sample: np.ndarray) -> tuple[np.ndarray, float, float]:
     return sample, kept_rows, kept_cols
 
 
-def _row_norm_dispersion(sample: np.ndarray, kurtosis: float | None) -> float | None:
-    """Coefficient of variation of row norms over its iid expectation 0.5*sqrt((kurt+2)/fan_in)."""
-    if kurtosis is None:
-        return None
-    norms = np.sqrt(np.einsum("ij,ij->i", sample, sample, dtype=np.float64))
-    mean = float(norms.mean())
-    if mean == 0.0:
-        return None
-    expected = 0.5 * math.sqrt(max(kurtosis + 2.0, 1e-3) / sample.shape[1])
-    return float(norms.std() / mean) / expected
-
-
 def _vector_status(m: _Moments) -> tuple[str, str]:
     n = m.count
     if n < MIN_VECTOR or m.std == 0.0:
@@ -355,14 +374,16 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     array = np.asarray(array)
     flat = array.reshape(-1)
 
-    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, status, note) -> TensorStats:
+    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None,
+             tkurt=None, status, note) -> TensorStats:
         if m is None:
             vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
         else:
             vals = dict(mean=m.mean, std=m.std, min=m.min, max=m.max, kurtosis=m.kurtosis,
                         zero_fraction=m.zeros / flat.size)
         return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
-                           row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail)
+                           row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail,
+                           column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt)
 
     if flat.size == 0:
         return make(None, status="too-small", note="empty")
@@ -406,15 +427,40 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     if min(sample.shape) < MIN_MATRIX_SIDE:
         return make(m, status="too-small", note="too few live rows or columns (pruned)")
     ratio = spectral_ratio(sample)
-    disp = _row_norm_dispersion(sample, m.kurtosis)
+    disp, cdisp = line_dispersions(sample)
     tail, tail_n = tail_ratio(sample) or (None, 0)
-    found = dict(ratio=ratio, disp=disp, tail=tail)
+    sm = _moments(sample.reshape(-1)) if sample is not mat else m
+    edge = None
+    if sm is not None and sm.std > 0:
+        extent = max(sm.max - sm.mean, sm.mean - sm.min) / sm.std
+        edge = edge_overshoot(extent, sm.kurtosis, sample.size)
+    tkurt, tkurt_n = trimmed_kurtosis(sample) or (None, 0)
+    found = dict(ratio=ratio, disp=disp, tail=tail, cdisp=cdisp, edge=edge, tkurt=tkurt)
     live_shape = (max(1, round(mat.shape[0] * kept_rows)), max(1, round(mat.shape[1] * kept_cols)))
     if ratio is not None and ratio >= spectral_threshold(*live_shape):
         return make(m, **found, status="trained", note=f"spectral ratio {ratio:.2f}")
     if tail is not None and tail >= tail_threshold(tail_n):
         return make(m, **found, status="trained", note=f"heavy-tailed (tail ratio {tail:.1f})")
-    return make(m, **found, status="init-like", note="iid-like spectrum and tails")
+    lines = (("row", disp, sample.shape[0]), ("column", cdisp, sample.shape[1]))
+    for side, value, count in lines:
+        z = dispersion_z(value, count)
+        if z is not None and abs(z) >= DISPERSION_Z:
+            return make(m, **found, status="trained", note=f"{side}-norm dispersion {value:.2f} (z={z:+.0f})")
+    if edge is not None and edge >= EDGE_MARGIN:
+        return make(m, **found, status="trained", note=f"entries beyond a uniform init's edge (x{edge:.2f})")
+    kurt_z = kurtosis_z(tkurt, tkurt_n) if tkurt is not None else None
+    if kurt_z is not None and kurt_z >= KURTOSIS_Z:
+        return make(m, **found, status="trained", note=f"heavier-tailed than any init (trimmed kurtosis {tkurt:.2f})")
+    offset = mean_z(m.mean, m.std, m.count)
+    if offset is not None and offset >= MEAN_Z:
+        return make(m, **found, status="trained", note=f"entries off zero mean (z={offset:.0f})")
+    together = combined_z([max(kurt_z, 0.0) if kurt_z is not None else None, offset,
+                           max(tail_z(tail, tail_n), 0.0) if tail is not None else None,
+                           *(abs(z) if (z := dispersion_z(v, c, min_lines=COMBINED_MIN_LINES)) is not None else None
+                             for _, v, c in lines)])
+    if together >= COMBINED_Z:
+        return make(m, **found, status="trained", note=f"several moderate departures from an iid init (z={together:.1f})")
+    return make(m, **found, status="init-like", note="iid-like spectrum, tails, line norms and edge")
 
 
 def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:
@@ -432,4 +478,55 @@ def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:
 def compute_stats_from_arrays(items: Iterable[tuple[Any, np.ndarray]]) -> list[TensorStats]:
     """``compute_tensor_stats`` over ``(info, array)`` pairs (any source: files, state dicts), then
     the corrections that need the rest of the checkpoint (``ckpttool.context``)."""
-    return apply_checkpoint_context([compute_tensor_stats(info, array) for info, array in items])
+    stats, pairs = [], _WeightNormPairs()
+    for info, array in items:
+        stats.append(compute_tensor_stats(info, array))
+        pairs.add(info.name, array)
+    at_init = pairs.gains_at_init()
+    stats = [dataclasses.replace(s, status="init-constant", note=WEIGHT_NORM_INIT_NOTE) if s.name in at_init else s
+             for s in stats]
+    return apply_checkpoint_context(stats)
+
+
+WEIGHT_NORM_INIT_NOTE = "weight-norm gain equal to its direction's norms (as weight_norm sets it)"
+
+_WEIGHT_NORM_SUFFIXES = {"weight_g": "g", "weight_v": "v", "parametrizations.weight.original0": "g",
+                         "parametrizations.weight.original1": "v"}
+
+
+class _WeightNormPairs:
+    """``weight_norm`` layers: the gain ``g`` and the norms of the direction ``v`` along g's axis.
+
+    ``torch.nn.utils.weight_norm`` sets ``g = ||v||`` when it wraps a layer; training moves them
+    apart. A gain still equal to its direction's norms is an init value, however trained a positive
+    vector with a clearly non-zero mean looks on its own (a random weight-normed net). torch stores
+    ``g`` before ``v``; only the small gains and norms are kept."""
+
+    def __init__(self) -> None:
+        self.gains: dict[str, tuple[str, np.ndarray]] = {}  # layer prefix -> (gain's name, gain)
+        self.norms: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        for suffix, role in _WEIGHT_NORM_SUFFIXES.items():
+            if name.endswith("." + suffix) or name == suffix:
+                prefix = name[: -len(suffix)]
+                if role == "g":
+                    self.gains[prefix] = (name, np.asarray(array, dtype=np.float64))
+                elif prefix in self.gains:
+                    self.norms[prefix] = _norms_along(np.asarray(array), self.gains[prefix][1])
+                return
+
+    def gains_at_init(self) -> set[str]:
+        """Names of the gains that equal their direction's norms (to float32 rounding)."""
+        return {name for prefix, (name, g) in self.gains.items()
+                if prefix in self.norms and self.norms[prefix].size == g.size
+                and np.allclose(g.reshape(-1), self.norms[prefix], rtol=1e-4, atol=1e-7)}
+
+
+def _norms_along(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Norms of ``v`` over every axis but the one ``g`` keeps (``weight_norm``'s ``dim``)."""
+    axis = 0
+    if g.ndim == v.ndim:
+        axis = next((i for i in range(v.ndim) if g.shape[i] == v.shape[i] and g.shape[i] > 1), 0)
+    moved = np.moveaxis(v.astype(np.float64), axis, 0).reshape(v.shape[axis], -1)
+    return np.sqrt(np.einsum("ij,ij->i", moved, moved))

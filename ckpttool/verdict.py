@@ -3,41 +3,46 @@
 Rules (see design.md "The verdict"):
 
 - any non-finite value anywhere (head included) -> **corrupt**;
-- the classifier head is reported separately and left out unless ``include_head=True``;
+- the classifier head is reported separately and left out unless ``include_head=True``. It is found
+  by name (``head``, ``fc``, ``classifier``, ``pooler``... below any wrapper prefix) and, where no
+  name says so and the file keeps module order (pickles do; safetensors sorts names), by position:
+  the last group holding a matrix;
 - a group's *judgeable* tensors are those with status ``trained`` or ``init-like`` (matrices, and
   vectors that show training); init constants and too-small tensors say nothing either way, so a
   group made only of them (``cls_token``, ``norm``, layer-scale gammas) is ``unjudged`` and never
   makes a trained checkpoint partial;
+- a parameter that the file's optimizer state shows never received a gradient (``untrained``) and
+  whose own statistics show no training is ``init-like`` whatever its shape: its module is untouched;
 - a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has judgeable
   tensors and none is trained;
-- the input layer (``stem``, ``patch_embed``) is reported but not counted when it looks untouched
-  while other groups can be judged (``count_stem=True`` counts it): a small-fan-in input layer can
-  stay within noise of its init through real training (MTCNN's P-Net and R-Net stems, an MLP-Mixer
-  trained on 8x8 digits), and a re-initialised input layer alone is the cheaper mistake to miss;
+- the input layer is reported but not counted when it looks untouched while other groups can be
+  judged (``count_stem=True`` counts it): a small-fan-in input layer can stay within noise of its
+  init through real training (MTCNN's P-Net and R-Net stems, an MLP-Mixer trained on 8x8 digits),
+  and a re-initialised input layer alone is the cheaper mistake to miss. It is found by name
+  (``stem``, ``patch_embed``, ``conv_in``, ``embeddings``...) or, where no name says so and module
+  order is known, as the first group holding a matrix. Token/character embedding tables are input
+  layers wherever they sit: real training moves rarely-seen rows very little from N(0, 1);
 - no trained group -> **random**; trained groups and no untouched group -> **pretrained**;
   both -> **partial**, naming the untouched groups.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckpttool.grouping import group_of, is_head_tensor
+from ckpttool.context import batchnorm_prefixes
+from ckpttool.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
 from ckpttool.stats import TensorStats
 
 VERDICTS = ("pretrained", "random", "partial", "corrupt")
 GROUP_STATUSES = ("trained", "untouched", "unjudged", "nonfinite")
 
 _MAX_NAMES = 5
-_INPUT_LAYERS = frozenset({"stem", "patch_embed"})
-
-
-def is_input_group(name: str) -> bool:
-    """Whether a group is the network's input layer (``stem``, ``patch_embed``, ``backbone.stem``)."""
-    return name.rpartition(".")[2] in _INPUT_LAYERS
+NO_GRADIENT_NOTE = "no optimizer state: never received a gradient"
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,96 @@ def _ratio_phrase(stats: Sequence[TensorStats]) -> str:
     return f"spectral ratio median {statistics.median(ratios):.2f}, max {max(ratios):.2f}"
 
 
-def judge(stats: Sequence[TensorStats], *, include_head: bool = False, count_stem: bool = False) -> Verdict:
+def in_module_order(names: Sequence[str]) -> bool:
+    """Whether tensor names can be taken to be in module order: not sorted as strings (safetensors
+    and some converters sort them, which loses the order of layers).
+
+    Example:
+        >>> in_module_order(["conv1.weight", "layer1.0.conv1.weight", "fc.weight"]), in_module_order(["a.w", "b.w", "c.w"])
+        (True, False)
+    """
+    return list(names) != sorted(names)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each tensor sits: its group, the head, the input groups."""
+
+    group: dict[str, str]
+    head: frozenset[str]
+    inputs: frozenset[str]
+
+
+def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
+    names = [s.name for s in stats]
+    if ordered is None:
+        ordered = in_module_order(names)
+    group = assign_groups(names, [s.name for s in stats if s.spectral_ratio is not None])
+    if ordered:
+        group = _norms_join_their_layer(stats, group)
+    head = set(head_tensors(names))
+    with_matrix = [group[s.name] for s in stats if s.spectral_ratio is not None]
+    # weights of any size (a single-output layer is a [1, n] "matrix" too small to judge)
+    layers = [group[s.name] for s in stats if len(s.shape) >= 2 and s.numel >= 2 and "weight" in s.name.rpartition(".")[2]]
+    if not head and ordered and layers:  # the output layer by position
+        last = layers[-1]
+        if any(g != last for g in with_matrix):
+            head = {n for n in names if group[n] == last}
+    body_groups = [g for g in with_matrix if g not in {group[n] for n in head}]
+    inputs = {g for g in group.values() if is_input_group(g)}
+    if not inputs and ordered and body_groups:  # the input layer by position
+        inputs = {body_groups[0]}
+    # groups whose matrices are all embedding tables (token/character lookups)
+    matrices: dict[str, list[str]] = {}
+    for s in stats:
+        if s.spectral_ratio is not None:
+            matrices.setdefault(group[s.name], []).append(s.name)
+    inputs |= {g for g, ms in matrices.items() if all(is_embedding_table(m) for m in ms)}
+    return _Layout(group, frozenset(head), frozenset(inputs))
+
+
+_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _norms_join_their_layer(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str, str]:
+    """A group that is one BatchNorm layer alone (Keras/Paddle exports name it apart from its conv:
+    ``conv2d_5`` then ``batch_norm2d_5``) and that ran in training joins the group of the matrix
+    right before it in module order: its moved statistics and gains are evidence about that layer.
+    One that never ran stays a group of its own, so that a reset norm layer is still named."""
+    members: dict[str, list[str]] = {}
+    for s in stats:
+        members.setdefault(group[s.name], []).append(s.name)
+    _, bn_prefixes = batchnorm_prefixes({s.name: s for s in stats})
+
+    def is_one_norm(names: list[str]) -> bool:
+        prefixes = {n.rpartition(".")[0] + "." for n in names}
+        return len(prefixes) == 1 and prefixes <= bn_prefixes
+
+    out, previous = dict(group), None
+    for s in stats:
+        g = group[s.name]
+        if previous is not None and g != previous and is_one_norm(members[g]):
+            out[s.name] = previous
+        elif s.spectral_ratio is not None:
+            previous = g
+    return out
+
+
+def _mark_untrained(stats: Sequence[TensorStats], untrained: Collection[str]) -> list[TensorStats]:
+    """Parameters that never received a gradient and show no training of their own: ``init-like``."""
+    untrained = set(untrained)
+    return [dataclasses.replace(s, status="init-like", note=NO_GRADIENT_NOTE)
+            if s.name in untrained and s.status in ("too-small", "init-like") else s for s in stats]
+
+
+def judge(
+    stats: Sequence[TensorStats],
+    *,
+    include_head: bool = False,
+    count_stem: bool = False,
+    untrained: Collection[str] | None = None,
+    ordered: bool | None = None,
+) -> Verdict:
     """Decide what a checkpoint holds from its per-tensor statistics.
 
     Args:
@@ -131,6 +225,8 @@ def judge(stats: Sequence[TensorStats], *, include_head: bool = False, count_ste
         include_head: count the classifier head in the verdict (it is always reported in ``head``).
         count_stem: let an untouched-looking input layer make the checkpoint partial (by default it
             is reported in ``uncounted_groups`` when other groups can be judged).
+        untrained: names of parameters without optimizer state in the file (never got a gradient).
+        ordered: whether ``stats`` are in module order; None infers it (``in_module_order``).
 
     Returns:
         A frozen ``Verdict``.
@@ -140,12 +236,15 @@ def judge(stats: Sequence[TensorStats], *, include_head: bool = False, count_ste
         >>> judge(compute_checkpoint_stats(ckpt)).verdict  # doctest: +SKIP
         'pretrained'
     """
-    head = tuple(s for s in stats if is_head_tensor(s.name))
-    body = list(stats) if include_head else [s for s in stats if not is_head_tensor(s.name)]
+    if untrained:
+        stats = _mark_untrained(stats, untrained)
+    layout = _layout(stats, ordered)
+    head = tuple(s for s in stats if s.name in layout.head)
+    body = list(stats) if include_head else [s for s in stats if s.name not in layout.head]
 
     members: dict[str, list[TensorStats]] = {}
     for s in body:
-        members.setdefault(group_of(s.name), []).append(s)
+        members.setdefault(layout.group[s.name], []).append(s)
     groups = tuple(_summarise_group(name, ms) for name, ms in members.items())
 
     counts = dict(
@@ -165,9 +264,9 @@ def judge(stats: Sequence[TensorStats], *, include_head: bool = False, count_ste
     trained = [g.name for g in groups if g.status == "trained"]
     untouched = [g.name for g in groups if g.status == "untouched"]
     uncounted: list[str] = []
-    if not count_stem and any(not is_input_group(g) for g in trained + untouched):
-        uncounted = [g for g in untouched if is_input_group(g)]
-        untouched = [g for g in untouched if not is_input_group(g)]
+    if not count_stem and any(g not in layout.inputs for g in trained + untouched):
+        uncounted = [g for g in untouched if g in layout.inputs]
+        untouched = [g for g in untouched if g not in layout.inputs]
     common["uncounted_groups"] = tuple(uncounted)
     judged = len(trained) + len(untouched)
     if not trained:

@@ -105,7 +105,16 @@ def judge_file(path: str | Path, *, include_head: bool = False, count_stem: bool
         'random'
     """
     with load_checkpoint(path) as ckpt:
-        return judge(compute_checkpoint_stats(ckpt), include_head=include_head, count_stem=count_stem)
+        return judge(compute_checkpoint_stats(ckpt), include_head=include_head, count_stem=count_stem,
+                     **layout_evidence(ckpt))
+
+
+def layout_evidence(ckpt) -> dict:
+    """What the file itself says beyond its tensors' values, as ``judge`` keywords: whether its
+    names are in module order (safetensors sorts them) and which parameters its optimizer state
+    shows never received a gradient."""
+    return {"ordered": ckpt.format != "safetensors",
+            "untrained": getattr(ckpt, "params_without_optimizer_state", None)}
 
 
 def verify_file(
@@ -130,7 +139,7 @@ def verify_file(
         # hashing releases the GIL: it runs on the second core while the statistics run here
         digest = pool.submit(file_sha256, path)
         stats = tuple(compute_checkpoint_stats(ckpt))
-        verdict = judge(stats, include_head=include_head, count_stem=count_stem)
+        verdict = judge(stats, include_head=include_head, count_stem=count_stem, **layout_evidence(ckpt))
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
         sha = digest.result()
         return FileReport(

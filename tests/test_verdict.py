@@ -291,3 +291,112 @@ def test_random_repvgg_is_random():
     torch.manual_seed(0)
     v = verdict_of(cal.create_random_model("repvgg_a0"))
     assert v.verdict == "random", v.reason
+
+
+# ---------------------------------------------------------------- layout: groups, head and input by position
+
+@pytest.mark.parametrize("name,group", [
+    ("_blocks.5._expand_conv.weight", "_blocks.5"),  # lukemelas EfficientNet
+    ("cnn.10.weight", "cnn.10"),  # CRNN: an nn.Sequential of convs
+    ("cnn.conv3.weight", "cnn.conv3"),
+    ("lstm.weight_ih_l1", "lstm.l1"),  # one group per RNN layer
+    ("rnn.lstm.weight_hh_l0_reverse", "rnn.lstm.l0"),
+    ("features.0.0.weight", "features.0"),  # torchvision Conv2dNormActivation: conv + its BatchNorm
+    ("features.18.1.running_mean", "features.18"),
+    ("conv1.0.weight", "stem"),  # ResNet-D's deep stem
+    ("lin0.model.1.weight", "lin0"),
+])
+def test_group_of_numbered_children_of_any_container(name, group):
+    assert group_of(name) == group
+
+
+def test_assign_groups_below_a_common_wrapper_and_split_of_a_shared_layer():
+    from ckpttool.grouping import assign_groups
+
+    layer = "albert.encoder.albert_layer_groups.0.albert_layers.0"
+    names = ["albert.embeddings.word_embeddings.weight", "albert.encoder.embedding_hidden_mapping_in.weight",
+             f"{layer}.attention.query.weight", f"{layer}.attention.key.weight", f"{layer}.ffn.weight",
+             f"{layer}.ffn_output.weight", "albert.pooler.weight"]
+    groups = assign_groups(names)
+    assert groups["albert.embeddings.word_embeddings.weight"] == "albert.embeddings"
+    assert groups[f"{layer}.attention.key.weight"] == f"{layer}.attention"
+    assert groups[f"{layer}.ffn.weight"] == f"{layer}.ffn"
+    # one block out of several is not split
+    resnet = assign_groups(["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer1.0.conv2.weight",
+                            "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer3.0.conv1.weight",
+                            "layer3.0.conv2.weight", "fc.weight"])
+    assert resnet["layer1.0.conv2.weight"] == "layer1.0"
+
+
+def mts(name, status, ratio=1.0):
+    """A matrix's TensorStats (spectral_ratio set) with a given status."""
+    return TensorStats(name=name, shape=(64, 64), dtype="float32", numel=4096, mean=0.0, std=1.0, min=-3.0,
+                       max=3.0, kurtosis=0.0, zero_fraction=0.0, nonfinite=0, spectral_ratio=ratio,
+                       row_norm_dispersion=1.0, status=status)
+
+
+def test_output_layer_found_by_position_is_reported_as_head():
+    stats = [mts("input_mlp.weight", "trained"), mts("trunk.0.weight", "trained"), mts("trunk.1.weight", "trained"),
+             mts("output_proj.weight", "init-like")]
+    v = judge(stats)
+    assert v.verdict == "pretrained" and [s.name for s in v.head] == ["output_proj.weight"]
+    unnamed = [mts("a.weight", "trained"), mts("trunk.0.weight", "trained"), mts("trunk.1.weight", "trained"),
+               mts("decoder.out.weight", "init-like")]
+    v = judge(unnamed)
+    assert v.verdict == "pretrained" and [s.name for s in v.head] == ["decoder.out.weight"], v.reason
+    assert judge(unnamed, include_head=True).verdict == "partial"
+
+
+def test_bert_pooler_is_head_below_the_wrapper():
+    stats = [mts("bert.embeddings.word_embeddings.weight", "trained"),
+             mts("bert.encoder.layer.0.attention.self.query.weight", "trained"),
+             mts("bert.encoder.layer.1.attention.self.query.weight", "trained"),
+             mts("bert.pooler.dense.weight", "init-like")]
+    v = judge(stats)
+    assert v.verdict == "pretrained" and [s.name for s in v.head] == ["bert.pooler.dense.weight"], v.reason
+
+
+def test_input_layer_found_by_position_when_no_name_says_so():
+    stats = [mts("features.0.weight", "init-like"), mts("features.3.weight", "trained"),
+             mts("features.6.weight", "trained"), mts("classifier.weight", "trained")]
+    v = judge(stats)
+    assert v.verdict == "pretrained" and v.uncounted_groups == ("features.0",), v.reason
+    # sorted names (safetensors) carry no order: nothing is taken as input by position
+    assert judge(stats, ordered=False).verdict == "partial"
+    # a re-initialised middle block is still named
+    stats[1] = mts("features.3.weight", "init-like")
+    assert judge(stats).untouched_groups == ("features.3",)
+
+
+def test_untouched_embedding_table_is_an_input_layer():
+    stats = [mts("encoder.char_emb.weight", "init-like"), mts("encoder.layers.0.weight", "trained"),
+             mts("encoder.layers.1.weight", "trained"), mts("fc.weight", "trained")]
+    v = judge(stats, ordered=False)
+    assert v.verdict == "pretrained" and v.uncounted_groups == ("encoder.char_emb",), v.reason
+
+
+def test_parameters_without_optimizer_state_are_untouched():
+    stats = [mts("stem.weight", "trained"), mts("blocks.0.weight", "trained"), mts("blocks.1.weight", "init-like"),
+             ts("blocks.1.norm.weight", "too-small"), mts("blocks.2.weight", "trained"), mts("head.weight", "trained")]
+    # a dead branch made only of vectors (nothing to judge on its own) becomes judgeable
+    branch = [*stats[:3], ts("aux.norm.weight", "too-small"), *stats[4:]]
+    v = judge(branch, untrained={"aux.norm.weight"})
+    assert v.verdict == "partial" and "aux" in v.untouched_groups
+    # a frozen, trained-looking tensor is still trained
+    assert judge(stats, untrained={"blocks.0.weight"}).untouched_groups == ("blocks.1",)
+
+
+def test_random_weight_normed_net_is_random_and_trained_gains_stand():
+    nn = torch.nn
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(weight_norm(nn.Conv1d(16, 64, 3)), nn.ReLU(), weight_norm(nn.Conv1d(64, 64, 3)),
+                        weight_norm(nn.Linear(64, 10)))
+    stats = cal.stats_of_state_dict(net.state_dict())
+    assert {s.name: s.status for s in stats}["0.parametrizations.weight.original0"] == "init-constant"
+    assert verdict_of(net).verdict == "random", verdict_of(net).reason
+    with torch.no_grad():  # a gain moved away from its direction's norms is evidence again
+        net[2].parametrizations.weight.original0.mul_(torch.linspace(0.5, 1.5, 64).view(64, 1, 1))
+    stats = cal.stats_of_state_dict(net.state_dict())
+    assert {s.name: s.status for s in stats}["2.parametrizations.weight.original0"] != "init-constant"

@@ -13,6 +13,7 @@ import click
 from ckpttool.cli._options import format_option
 from ckpttool.cli._output import emit_json, is_json, stdout_console
 from ckpttool.errors import InvalidArgumentError
+from ckpttool.report.escape import escape_text, plain_text
 
 _DEFAULT = "_paths"
 
@@ -53,10 +54,10 @@ def _backup_paths(paths, reason, move, root, fmt):
         emit_json({"backups": [r.to_dict() for r in records]})
         return
     con = stdout_console()
-    for r in records:
+    for r in records:  # paths and ids as plain text: '[/]' in a file name is not markup
         action = "moved" if r.moved else "copied"
-        con.print(f"{action} {r.original_path} -> {r.backup_dir / r.object_path}")
-        con.print(f"  id {r.id}  sha256 {r.sha256}  verdict {r.verdict}")
+        con.print(escape_text(f"{action} {r.original_path} -> {r.backup_dir / r.object_path}"), markup=False)
+        con.print(escape_text(f"  id {r.id}  sha256 {r.sha256}  verdict {r.verdict}"), markup=False)
 
 
 @command.command("list")
@@ -76,9 +77,9 @@ def _list(root, fmt):
     if is_json(fmt):
         emit_json({"backup_dir": str(backup_dir), "backups": [r.to_dict() for r in records]})
         return
-    table = Table(title=f"backups in {backup_dir}", title_justify="left")
+    table = Table(title=plain_text(f"backups in {backup_dir}"), title_justify="left")
     for col in ("id", "original", "verdict", "size", "reason", "utc"):
         table.add_column(col)
-    for r in records:
-        table.add_row(r.id, r.original_path, str(r.verdict), str(r.size), r.reason, r.created_utc)
+    for r in records:  # every cell plain text: a --reason of '[/]' must not break the listing for good
+        table.add_row(*(plain_text(v) for v in (r.id, r.original_path, r.verdict, r.size, r.reason, r.created_utc)))
     stdout_console().print(table)

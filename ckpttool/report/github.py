@@ -3,12 +3,14 @@ when a file passed with an input layer that looks untouched, reported but not co
 
 from __future__ import annotations
 
+from ckpttool.report.escape import escape_text
 from ckpttool.verify import VerifyRun
 
 
 def _data(s: str) -> str:
-    # workflow-command escaping as GitHub documents it: messages escape %, CR, LF ...
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # control characters first (no raw CR/LF can remain), then workflow-command escaping as GitHub
+    # documents it: messages escape %, CR, LF ...
+    return escape_text(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _prop(s: str) -> str:

@@ -1,8 +1,9 @@
-"""Human text for `verify --manifest`: a sorted diff, one line per finding."""
+"""Human text for `verify --manifest`: a sorted diff, one line per finding (names escaped)."""
 
 from __future__ import annotations
 
 from ckpttool.manifest import ManifestCheck
+from ckpttool.report.escape import escape_text
 
 
 def render_manifest_check(check: ManifestCheck) -> str:
@@ -14,4 +15,4 @@ def render_manifest_check(check: ManifestCheck) -> str:
         lines.append(f"  verdict mismatch   {m.path}: expected {m.expected}, found {m.actual} ({m.reason})")
     lines += [f"  unlisted (warning) {p}" for p in check.unlisted]
     lines.append("manifest OK" if check.passed else "manifest FAILED")
-    return "\n".join(lines)
+    return "\n".join(escape_text(line) for line in lines)

@@ -1,4 +1,9 @@
-"""Human text for `verify` and `inspect`, through rich. Returns strings so every renderer has one shape."""
+"""Human text for `verify` and `inspect`, through rich. Returns strings so every renderer has one shape.
+
+Every fragment that came from a file (paths, tensor and key names, reasons, rule messages) goes
+through :mod:`ckpttool.report.escape`: control characters are shown as escapes, and inside markup
+strings ``[`` is escaped too, so a name like ``[/]`` or ``[bold]`` prints literally.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import io
 import sys
 from collections.abc import Sequence
 
+from ckpttool.report.escape import escape_markup, escape_text, plain_text
 from ckpttool.stats import TensorStats
 from ckpttool.verify import FileReport, VerifyRun
 
@@ -15,7 +21,9 @@ _VERDICT_STYLE = {"pretrained": "green", "random": "yellow", "partial": "magenta
 def _console(buf: io.StringIO):
     from rich.console import Console
 
-    return Console(file=buf, force_terminal=sys.stdout.isatty(), width=120, highlight=False, soft_wrap=True)
+    # emoji off: ':cross_mark:' in a file name stays text
+    return Console(file=buf, force_terminal=sys.stdout.isatty(), width=120, highlight=False, soft_wrap=True,
+                   emoji=False)
 
 
 def render_text(run: VerifyRun) -> str:
@@ -36,32 +44,32 @@ def _render_file(con, f: FileReport) -> None:
     v = f.verdict
     mark = "[green]PASS[/]" if f.passed else "[red]FAIL[/]"
     style = _VERDICT_STYLE.get(v.verdict, "white")
-    con.print(f"{mark} [bold]{f.path}[/]  [{style}]{v.verdict}[/] (expected {f.expected})", markup=True)
-    con.print(
-        f"     {v.tensors_trained} trained, {v.tensors_init_like} init-like, "
-        f"{v.tensors_init_constant} init-constant of {v.tensors_total} tensors"
-        f"{'' if v.head_included else ' (head excluded)'}; sha256 {f.sha256[:16]}…",
-        markup=False,
-    )
-    con.print(f"     {v.reason}", markup=False)
+    con.print(f"{mark} [bold]{escape_markup(f.path)}[/]  [{style}]{escape_markup(v.verdict)}[/] "
+              f"(expected {escape_markup(f.expected)})", markup=True)
+
+    def line(text: str) -> None:  # a detail line: plain text, escaped as a whole
+        con.print(f"     {escape_text(text)}", markup=False)
+
+    line(f"{v.tensors_trained} trained, {v.tensors_init_like} init-like, "
+         f"{v.tensors_init_constant} init-constant of {v.tensors_total} tensors"
+         f"{'' if v.head_included else ' (head excluded)'}; sha256 {f.sha256[:16]}…")
+    line(v.reason)
     if v.untouched_groups:
-        con.print(f"     untouched: {', '.join(v.untouched_groups)}", markup=False)
+        line(f"untouched: {', '.join(v.untouched_groups)}")
     if v.uncounted_groups:
-        con.print(f"     input layer looks untouched (not counted; --count-stem counts it): "
-                  f"{', '.join(v.uncounted_groups)}", markup=False)
+        line(f"input layer looks untouched (not counted; --count-stem counts it): {', '.join(v.uncounted_groups)}")
     if v.head:
-        head = ", ".join(f"{h.name} ({h.status})" for h in v.head)
-        con.print(f"     head: {head}", markup=False)
+        line("head: " + ", ".join(f"{h.name} ({h.status})" for h in v.head))
     if f.wrapper or f.non_tensor_keys:
         extra = []
         if f.wrapper:
             extra.append(f"unwrapped '{f.wrapper}'")
         if f.non_tensor_keys:
             extra.append(f"non-tensor entries: {', '.join(f.non_tensor_keys[:8])}")
-        con.print(f"     {'; '.join(extra)}", markup=False)
+        line("; ".join(extra))
     for r in f.rules:
         con.print(f"     rule {'[green]ok[/]' if r.passed else '[red]FAILED[/]'}: ", end="")
-        con.print(r.message, markup=False)
+        con.print(escape_text(r.message), markup=False)
 
 
 def _num(v: float | None, fmt: str = ".4g") -> str:
@@ -72,7 +80,7 @@ def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> s
     """The `inspect` table."""
     from rich.table import Table
 
-    table = Table(title=title or None, show_lines=False, header_style="bold")
+    table = Table(title=plain_text(title) if title else None, show_lines=False, header_style="bold")
     for col, just in (
         ("name", "left"), ("shape", "left"), ("dtype", "left"), ("mean", "right"), ("std", "right"),
         ("min", "right"), ("max", "right"), ("kurt", "right"), ("zeros", "right"), ("nonfin", "right"),
@@ -82,9 +90,9 @@ def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> s
     styles = {"trained": "green", "init-like": "yellow", "init-constant": "cyan", "nonfinite": "red"}
     for t in tensors:
         table.add_row(
-            t.name,
+            plain_text(t.name),
             "x".join(map(str, t.shape)) or "scalar",
-            t.dtype,
+            plain_text(t.dtype),
             _num(t.mean),
             _num(t.std),
             _num(t.min),
@@ -93,7 +101,7 @@ def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> s
             _num(t.zero_fraction, ".2f"),
             str(t.nonfinite),
             _num(t.spectral_ratio, ".3f"),
-            f"[{styles.get(t.status, 'white')}]{t.status}[/]",
+            f"[{styles.get(t.status, 'white')}]{escape_markup(t.status)}[/]",
         )
     buf = io.StringIO()
     con = _console(buf)
