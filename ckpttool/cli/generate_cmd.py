@@ -9,6 +9,7 @@ import click
 from ckpttool.cli._options import format_option
 from ckpttool.cli._output import emit_json, is_json, stderr_console, stdout_console
 from ckpttool.errors import InvalidArgumentError, VerdictMismatchError
+from ckpttool.report.escape import escape_markup, escape_text
 
 _WEIGHT_INIT_CHOICES = ["default", "jax", "jax_nlhb", "moco"]
 
@@ -121,7 +122,8 @@ def _run_matrix(requests, generate_each, *, quiet: bool):
                 bar.update(task, description=_label(r))
             else:
                 if ev.stage == "failed":
-                    bar.console.print(f"{_label(r)}: failed - {ev.error}", markup=False, highlight=False)
+                    bar.console.print(escape_text(f"{_label(r)}: failed - {ev.error}"), markup=False,
+                                      highlight=False)
                 bar.advance(task)
 
         return generate_each(requests, progress=on_progress)
@@ -174,7 +176,6 @@ def _render_one(result) -> None:
 
 
 def _render_summary(results, failed=()) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table()
@@ -185,13 +186,13 @@ def _render_summary(results, failed=()) -> None:
         table.add_row(str(r.path), r.built.verdict.verdict, str(c["pretrained"]), str(c["resampled"]),
                       str(c["fresh"]), r.sha256[:16])
     for f in failed:
-        table.add_row(escape(str(f.path or _label(f.request))), "[red]FAILED[/] (not written)", "-", "-", "-", "-")
+        table.add_row(escape_markup(f.path or _label(f.request)), "[red]FAILED[/] (not written)", "-", "-", "-", "-")
     con = stdout_console()
     con.print(table)
     if failed:
         con.print(f"{len(failed)} of {len(failed) + len(results)} files failed, nothing written for them:")
         for f in failed:
-            con.print(f"  {_label(f.request)}: {f.error}", markup=False, highlight=False)
+            con.print(escape_text(f"  {_label(f.request)}: {f.error}"), markup=False, highlight=False)
 
 
 def _render_refusal(e: VerdictMismatchError) -> None:

@@ -96,7 +96,9 @@ def _with_hub_sources(out: str, fmt: str, hub: dict) -> str:
                 uri, got = hub[f["path"]]
                 f["hub"] = {"uri": uri, **got.to_dict()}
         return json.dumps(doc, indent=2)
-    lines = [f"{uri}: repo {got.repo_id}, commit {got.commit}, sha256 {got.sha256} (cached at {path})"
+    from ckpttool.report.escape import escape_text
+
+    lines = [escape_text(f"{uri}: repo {got.repo_id}, commit {got.commit}, sha256 {got.sha256} (cached at {path})")
              for path, (uri, got) in hub.items()]
     if fmt != "text":  # junit / github: keep their document intact, name the sources on stderr
         for line in lines:
