@@ -75,16 +75,19 @@ def main(argv=None) -> int:
             tails = [s for s in matrices if s.tail_ratio is not None]
             tail = max(tails, key=lambda s: s.tail_ratio, default=None)
             ratio = max(matrices, key=lambda s: s.spectral_ratio, default=None)
+            evidence = max((s for s in matrices if s.evidence_z is not None), key=lambda s: s.evidence_z, default=None)
             rows.append({"module": module, "model": name, "params": params, "verdict": verdict.verdict,
                          "reason": verdict.reason, "trained": trained,
                          "max_tail_ratio": [tail.name, tail.tail_ratio, tail.numel] if tail else None,
-                         "max_spectral_ratio": [ratio.name, ratio.spectral_ratio] if ratio else None})
+                         "max_spectral_ratio": [ratio.name, ratio.spectral_ratio] if ratio else None,
+                         "max_evidence_z": [evidence.name, evidence.evidence_z] if evidence else None})
             ok = verdict.verdict == "random"
             print(f"{'OK ' if ok else 'BAD'} {module:<22} {name:<40} {params / 1e6:7.1f}M {verdict.verdict}"
                   + ("" if ok else f"  {verdict.reason} e.g. {'; '.join(trained[:3])}"), flush=True)
             break
     misses = [r for r in rows if r["verdict"] != "random"]
-    for key, label in (("max_tail_ratio", "tail ratio"), ("max_spectral_ratio", "spectral ratio")):
+    for key, label in (("max_tail_ratio", "tail ratio"), ("max_spectral_ratio", "spectral ratio"),
+                       ("max_evidence_z", "combined evidence z (threshold 8)")):
         worst = max((r for r in rows if r[key]), key=lambda r: r[key][1])
         print(f"largest {label} in any random init: {worst[key][1]:.3f} ({worst['model']} {worst[key][0]})")
     print(f"\n{len(rows)} timm families judged, {len(rows) - len(misses)} random, {len(misses)} missed "

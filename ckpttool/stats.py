@@ -59,7 +59,7 @@ STATUSES = ("trained", "init-like", "init-constant", "nonfinite", "too-small")
 
 NUMERIC_FIELDS = (
     "numel", "mean", "std", "min", "max", "kurtosis", "zero_fraction", "nonfinite", "spectral_ratio",
-    "row_norm_dispersion", "tail_ratio", "column_norm_dispersion", "edge_overshoot", "trimmed_kurtosis",
+    "row_norm_dispersion", "tail_ratio", "column_norm_dispersion", "edge_overshoot", "trimmed_kurtosis", "evidence_z",
 )  # fmt: skip
 """TensorStats fields holding one number each: what `inspect --sort` orders by and `--rule` tests."""
 
@@ -181,6 +181,7 @@ class TensorStats:
     column_norm_dispersion: float | None = None  # matrices only; ~1 for iid entries
     edge_overshoot: float | None = None  # uniform-like matrices only; > 1.02: beyond a uniform init's edge
     trimmed_kurtosis: float | None = None  # matrices only; excess kurtosis without extreme outliers (0: Gaussian)
+    evidence_z: float | None = None  # matrices only; root sum of squares of the departures from iid (~2 for iid)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists, None stays None -> null)."""
@@ -375,7 +376,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     flat = array.reshape(-1)
 
     def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None,
-             tkurt=None, status, note) -> TensorStats:
+             tkurt=None, evidence=None, status, note) -> TensorStats:
         if m is None:
             vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
         else:
@@ -383,7 +384,8 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
                         zero_fraction=m.zeros / flat.size)
         return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
                            row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail,
-                           column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt)
+                           column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt,
+                           evidence_z=evidence)
 
     if flat.size == 0:
         return make(None, status="too-small", note="empty")
@@ -442,24 +444,26 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     if tail is not None and tail >= tail_threshold(tail_n):
         return make(m, **found, status="trained", note=f"heavy-tailed (tail ratio {tail:.1f})")
     lines = (("row", disp, sample.shape[0]), ("column", cdisp, sample.shape[1]))
+    kurt_z = kurtosis_z(tkurt, tkurt_n) if tkurt is not None else None
+    offset = mean_z(m.mean, m.std, m.count)
+    found["evidence"] = combined_z([
+        max(kurt_z, 0.0) if kurt_z is not None else None, offset,
+        max(tail_z(tail, tail_n), 0.0) if tail is not None else None,
+        *(abs(z) if (z := dispersion_z(v, c, min_lines=COMBINED_MIN_LINES)) is not None else None for _, v, c in lines),
+    ])
     for side, value, count in lines:
         z = dispersion_z(value, count)
         if z is not None and abs(z) >= DISPERSION_Z:
             return make(m, **found, status="trained", note=f"{side}-norm dispersion {value:.2f} (z={z:+.0f})")
     if edge is not None and edge >= EDGE_MARGIN:
         return make(m, **found, status="trained", note=f"entries beyond a uniform init's edge (x{edge:.2f})")
-    kurt_z = kurtosis_z(tkurt, tkurt_n) if tkurt is not None else None
     if kurt_z is not None and kurt_z >= KURTOSIS_Z:
         return make(m, **found, status="trained", note=f"heavier-tailed than any init (trimmed kurtosis {tkurt:.2f})")
-    offset = mean_z(m.mean, m.std, m.count)
     if offset is not None and offset >= MEAN_Z:
         return make(m, **found, status="trained", note=f"entries off zero mean (z={offset:.0f})")
-    together = combined_z([max(kurt_z, 0.0) if kurt_z is not None else None, offset,
-                           max(tail_z(tail, tail_n), 0.0) if tail is not None else None,
-                           *(abs(z) if (z := dispersion_z(v, c, min_lines=COMBINED_MIN_LINES)) is not None else None
-                             for _, v, c in lines)])
-    if together >= COMBINED_Z:
-        return make(m, **found, status="trained", note=f"several moderate departures from an iid init (z={together:.1f})")
+    if found["evidence"] >= COMBINED_Z:
+        return make(m, **found, status="trained",
+                    note=f"several moderate departures from an iid init (z={found['evidence']:.1f})")
     return make(m, **found, status="init-like", note="iid-like spectrum, tails, line norms and edge")
 
 

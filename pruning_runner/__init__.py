@@ -27,7 +27,11 @@ _EXPORTS = {
     "load_compact_model": "pruning_runner.compaction",
     "save_compact_model": "pruning_runner.compaction",
     "list_runs": "pruning_runner.runs",
+    "scan_runs": "pruning_runner.runs",
+    "compare_runs": "pruning_runner.compare",
+    "plot_comparison": "pruning_runner.compare",
     "check_init": "pruning_runner.gate",
+    "read_checked_init": "pruning_runner.gate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -44,6 +44,18 @@ def all_reduce_sum_(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on any rank (a MAX all-reduce): one decision for all.
+
+    A collective: every rank must call it at the same point of the run.
+    """
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def broadcast_(t: torch.Tensor, info: DistInfo, device: torch.device) -> torch.Tensor:
     """Rank 0's value of ``t`` on every rank (``t`` replaced in place; bool tensors supported)."""
     if not info.enabled:

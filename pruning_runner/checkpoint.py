@@ -12,6 +12,7 @@ import io
 import json
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,34 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any]) -> str | None:
+    """Restore what :func:`capture_rng` saved. Returns a note when CUDA RNG states were left out."""
     torch.set_rng_state(state["torch"].to(torch.uint8))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.to(torch.uint8) for t in state["cuda"]])
+    if "cuda" not in state:
+        return None
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return restore_cuda_rng(list(state["cuda"]), available, torch.cuda.set_rng_state)
+
+
+def restore_cuda_rng(states: list[torch.Tensor], available: int,
+                     set_state: Callable[[torch.Tensor, int], None]) -> str | None:
+    """Restore the saved CUDA RNG states of the devices this machine has (``set_state(state, index)``).
+
+    A checkpoint saved where more GPUs were visible holds more states than exist here: those are
+    left out (restoring them would fail), and the returned note says which.
+    """
+    for i in range(min(len(states), available)):
+        set_state(states[i].to(torch.uint8), i)
+    if len(states) <= available:
+        return None
+    restored = f"devices 0-{available - 1}" if available > 1 else ("device 0" if available else "none")
+    left = f"{available}-{len(states) - 1}" if len(states) - available > 1 else f"{available}"
+    return (f"the checkpoint holds CUDA RNG states of {len(states)} devices, {available} visible here: "
+            f"restored {restored}, left out device(s) {left}")
 
 
 def _serialise(payload: dict[str, Any]) -> bytes:
@@ -114,10 +135,22 @@ def load_run_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise CheckpointFormatError(f"no checkpoint in run folder: {path} is missing; start a new run") from e
     except Exception as e:  # a truncated / foreign file
-        raise CheckpointFormatError(f"cannot read run checkpoint {path}: {e}") from e
+        raise CheckpointFormatError(
+            f"cannot read run checkpoint {path}: {_first_line(e)}; it is damaged or not written by run-prune "
+            "(no unsafe fallback); restore it or start a new run"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointFormatError(f"{path} is not a run-prune checkpoint (format {FORMAT_VERSION})")
     return payload
+
+
+def _first_line(err: BaseException) -> str:
+    """The informative line of a (possibly many-line) torch.load error, so the CLI prints one line."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # torch's weights_only refusal: the reason follows the marker
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((s.strip() for s in text.splitlines() if s.strip()), type(err).__name__)
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ckpttool.errors import CheckpointFormatError
 from pruning_runner.groups import GroupMasks, VitLayout, block_param_names
-from pruning_runner.model import ModelSpec, create_vit, parse_init_metadata
+from pruning_runner.model import ModelSpec, check_prunable, create_vit, parse_init_metadata
 
 _SEP = "***"
 
@@ -66,7 +66,11 @@ def resize_vit_(model: nn.Module, heads: list[int], hidden: list[int]) -> nn.Mod
     """Replace each block's qkv/proj/fc1/fc2 by Linear layers for ``heads[b]`` heads and ``hidden[b]`` neurons.
 
     Weights of resized layers are left uninitialised-random; load a state dict afterwards.
+
+    Raises:
+        InvalidArgumentError: a block holds a scale-norm or gate that cannot be resized (named).
     """
+    check_prunable(model)
     for b, blk in enumerate(model.blocks):
         attn = blk.attn
         d = attn.head_dim
@@ -86,8 +90,6 @@ def resize_vit_(model: nn.Module, heads: list[int], hidden: list[int]) -> nn.Mod
                                 device=fc1.weight.device, dtype=fc1.weight.dtype)
             mlp.fc2 = nn.Linear(hidden[b], fc2.out_features, bias=fc2.bias is not None,
                                 device=fc2.weight.device, dtype=fc2.weight.dtype)
-            if not isinstance(mlp.norm, nn.Identity):
-                raise ValueError("compaction of an MLP with a hidden norm layer is not supported")
     return model
 
 

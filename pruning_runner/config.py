@@ -83,6 +83,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast (CUDA only; fp32 master weights)
     compile: bool = False  # torch.compile the training model (recompiled after compaction)
+    compile_backend: str = "inductor"  # torch.compile backend (e.g. eager, aot_eager for debugging)
     eval_batch_size: int = 1024  # evaluation batch size
     checkpoint_every: int = 1  # epochs between checkpoints (0 = only at state ends)
     out: str | None = None  # run folder; None = runs/<UTC time>_<method>_<dataset>
@@ -122,12 +123,41 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return _normalise_keys(raw, source=str(p))
 
 
+def _field_kind(annotation: str) -> tuple[type, str]:
+    """(python type, phrase) a field accepts, from its annotation (``"float | None"`` -> float)."""
+    for name, kind, phrase in (("bool", bool, "true or false"), ("int", int, "an integer"),
+                               ("float", float, "a number"), ("str", str, "a string")):
+        if name in annotation.replace("None", "").split(" | ")[0]:
+            return kind, phrase
+    raise TypeError(f"unsupported config annotation {annotation}")  # a bug in RunConfig, not user input
+
+
+_KINDS = {name: _field_kind(str(f.type)) for name, f in _FIELDS.items()}
+
+
+def _check_type(key: str, value: Any, *, source: str) -> None:
+    """A TOML value of the wrong type (``lr = "fast"``) is a usage error, not a traceback later."""
+    kind, phrase = _KINDS[key]
+    if value is None and "None" in str(_FIELDS[key].type):
+        return
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InvalidArgumentError(
+            f"{key.replace('_', '-')} = {shown} in {source} must be {phrase}, got a {type(value).__name__}"
+        )
+
+
 def _normalise_keys(raw: dict[str, Any], *, source: str) -> dict[str, Any]:
     out = {}
     for k, v in raw.items():
         key = k.replace("-", "_")
         if key not in _FIELDS:
             raise InvalidArgumentError(f"unknown key {k!r} in {source}; known keys: {', '.join(sorted(_FIELDS))}")
+        _check_type(key, v, source=source)
         out[key] = v
     return out
 
@@ -194,6 +224,8 @@ def validate_config(cfg: RunConfig) -> None:
             raise InvalidArgumentError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise InvalidArgumentError(f"--lr must be > 0, got {cfg.lr}")
+    if not cfg.compile_backend:
+        raise InvalidArgumentError("--compile-backend must name a torch.compile backend, e.g. inductor")
     if cfg.checkpoint_every < 0:
         raise InvalidArgumentError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     if not 0 <= cfg.label_smoothing < 1:

@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from ckpttool.errors import (
+    CheckpointFormatError,
     CkptError,
+    DatasetError,
     InvalidArgumentError,
     ResourceExhaustedError,
     RunInterruptedError,
@@ -61,7 +63,7 @@ from pruning_runner.events import (
     StepDone,
     null_listener,
 )
-from pruning_runner.gate import InitRecord, check_init
+from pruning_runner.gate import InitRecord, read_checked_init
 from pruning_runner.groups import (
     GroupMasks,
     VitLayout,
@@ -79,7 +81,7 @@ from pruning_runner.importance import (
 )
 from pruning_runner.methods import create_pruner
 from pruning_runner.methods.rsst import GradientPenalty
-from pruning_runner.model import ModelSpec, create_vit, load_init_weights, read_init, resolve_model_spec
+from pruning_runner.model import ModelSpec, create_vit, load_init_weights, resolve_model_spec
 from pruning_runner.training import autocast_factory, count_correct, create_optimizer, lr_at, resolve_device
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,17 @@ class _Position:
     step: int  # batches done in that epoch
 
 
+# Under torchrun the ranks agree on Ctrl-C every this many steps (one tiny MAX all-reduce, one host
+# sync) and at every epoch and state end; a single process checks its flag after every step.
+INTERRUPT_SYNC_STEPS = 10
+
+
 class _Interrupt:
-    """SIGINT -> a flag the loop checks after every step; a second Ctrl-C raises at once."""
+    """SIGINT -> a flag the loop acts on at agreed points; a second Ctrl-C raises at once.
+
+    Under torchrun the workers run in their own sessions: a terminal's Ctrl-C reaches torchrun, which
+    forwards one SIGINT to every worker (then SIGKILLs them after its shutdown timeout).
+    """
 
     def __init__(self) -> None:
         self.requested = False
@@ -136,7 +147,8 @@ def run_pruning(cfg: RunConfig, *, listener: Listener | None = None) -> RunResul
     """
     validate_config(cfg)
     run = _PruningRun(cfg, listener=listener or null_listener)
-    run.prepare_new()
+    with run.leaving_the_group_on_error():
+        run.prepare_new()
     return run.execute()
 
 
@@ -153,7 +165,8 @@ def resume_pruning(run_dir: str | Path, *, listener: Listener | None = None,
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg = resolve_config(None, values)
     run = _PruningRun(cfg, listener=listener or null_listener)
-    run.prepare_resume(run_dir)
+    with run.leaving_the_group_on_error():
+        run.prepare_resume(run_dir)
     return run.execute()
 
 
@@ -172,8 +185,18 @@ class _PruningRun:
         self.rewind_sd: dict[str, torch.Tensor] | None = None
         self.model: nn.Module | None = None
         self.train_model: nn.Module | None = None
+        self.stopping = False  # every rank agreed to stop (Ctrl-C on any rank)
 
     # ------------------------------------------------------------------ setup
+
+    @contextmanager
+    def leaving_the_group_on_error(self):
+        """A run that fails before it starts still leaves the torchrun process group cleanly."""
+        try:
+            yield
+        except BaseException:
+            _dist.shutdown(self.dist)
+            raise
 
     def _common_setup(self) -> None:
         cfg = self.cfg
@@ -189,6 +212,12 @@ class _PruningRun:
         else:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if cfg.compile:
+            known = torch._dynamo.list_backends(exclude_tags=())
+            if cfg.compile_backend not in known:
+                raise InvalidArgumentError(
+                    f"unknown --compile-backend {cfg.compile_backend!r}; choose one of: {', '.join(sorted(known))}"
+                )
         self.autocast = autocast_factory(self.device, cfg.amp)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.rate = cfg.prune_rate
@@ -200,8 +229,28 @@ class _PruningRun:
         from pruning_runner.data import load_image_splits
 
         cfg = self.cfg
-        self.splits = load_image_splits(cfg.dataset, root=cfg.data, val_size=cfg.val_size, seed=cfg.seed,
-                                        download=cfg.download, synthetic_size=cfg.synthetic_size)
+
+        def load():
+            return load_image_splits(cfg.dataset, root=cfg.data, val_size=cfg.val_size, seed=cfg.seed,
+                                     download=cfg.download, synthetic_size=cfg.synthetic_size)
+
+        if not (cfg.download and self.dist.enabled):
+            self.splits = load()
+            return
+        # torchrun: rank 0 alone downloads and extracts into the shared folder; the others wait for it
+        # (the agreement below is the barrier), then read what it left. Its failure stops every rank.
+        failure = None
+        if self.dist.is_main:
+            try:
+                self.splits = load()
+            except Exception as e:  # re-raised below, once the other ranks know
+                failure = e
+        if _dist.any_rank(failure is not None, self.dist, self.device):
+            if failure is not None:
+                raise failure
+            raise DatasetError("rank 0 could not prepare the dataset (its error says why); no rank started")
+        if not self.dist.is_main:
+            self.splits = load()
 
     def _create_loaders(self) -> None:
         from pruning_runner.data import DeviceLoader
@@ -234,10 +283,11 @@ class _PruningRun:
                 f"run folder {run_dir} already exists; pass --resume {run_dir} to continue it, or choose another --out"
             )
         self._common_setup()
-        init = check_init(cfg.init, allow_random=cfg.allow_random, allow_partial=cfg.allow_partial)
-        state_dict, metadata = read_init(cfg.init)
+        # one read: the tensors judged and hashed are the tensors the model is built from
+        checked = read_checked_init(cfg.init, allow_random=cfg.allow_random, allow_partial=cfg.allow_partial)
+        init, state_dict, metadata = checked.record, checked.state_dict, checked.metadata
         self._load_splits()  # the dataset fixes num_classes
-        self.spec = resolve_model_spec(metadata or init.metadata, num_classes=self.splits.num_classes,
+        self.spec = resolve_model_spec(metadata, num_classes=self.splits.num_classes,
                                        arch=cfg.arch, img_size=cfg.img_size, patch_size=cfg.patch_size)
         torch.manual_seed(cfg.seed)
         model = create_vit(self.spec)
@@ -298,11 +348,22 @@ class _PruningRun:
         self.folder = rec.RunFolder(run_dir)
         self._common_setup()
         payload = load_run_checkpoint(self.folder.file(rec.CHECKPOINT))
-        info = self.folder.read_json(rec.RUN)
-        self.spec = ModelSpec.from_dict(info["model"])
-        self.init_record = InitRecord(path=info["init"]["path"], sha256=info["init"]["sha256"],
-                                      verdict=info["init"]["verdict"], reason=info["init"].get("reason", ""),
-                                      untouched_groups=tuple(info["init"].get("untouched_groups", ())), metadata={})
+        try:
+            info = self.folder.read_json(rec.RUN)
+            p = payload["position"]
+            self.pos = _Position(int(p["state"]), int(p["epoch"]), int(p["step"]))
+            self.spec = ModelSpec.from_dict(info["model"])
+            init = info["init"]
+            self.init_record = InitRecord(path=init["path"], sha256=init["sha256"], verdict=init["verdict"],
+                                          reason=init.get("reason", ""),
+                                          untouched_groups=tuple(init.get("untouched_groups", ())), metadata={})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            raise CheckpointFormatError(
+                f"the records of {run_dir} ({rec.RUN}, {rec.CHECKPOINT}) are damaged ({reason}); "
+                "restore them or start a new run"
+            ) from e
+        self._check_world_size(payload, info)
         self.head_reinitialised = bool(info.get("head_reinitialised"))
         self.init_sd = load_tensors(self.folder.file(rec.INIT))
         if self.folder.file(rec.REWIND).exists():
@@ -318,8 +379,6 @@ class _PruningRun:
         self.full_params = sum(p.numel() for p in full.parameters())
         self.qkv_bias = full.blocks[0].attn.qkv.bias is not None
         del full
-        p = payload["position"]
-        self.pos = _Position(int(p["state"]), int(p["epoch"]), int(p["step"]))
         self.results = list(payload["results"])
         self.best = dict(payload["best"])
         self.state_seconds = float(payload["state_seconds"])
@@ -327,7 +386,24 @@ class _PruningRun:
         self.resumed = True
         if self.dist.is_main:
             self.folder.truncate_metrics(self.pos.state, self.pos.epoch)
-            self.folder.update_run(status="running", ended=None, resumed=rec.utc_now())
+            self.folder.update_run(status="running", ended=None, resumed=rec.utc_now(),
+                                   world_size=self.dist.world_size)
+
+    def _check_world_size(self, payload: dict, info: dict) -> None:
+        """Mid-epoch, each rank's share of the epoch is fixed: only the same number of processes may go on.
+
+        At an epoch boundary nothing is per-rank (every rank draws the same epoch plan), so any
+        number that divides the batch may continue. Raised before run.json is touched.
+        """
+        saved = payload.get("world_size", info.get("world_size", 1))
+        saved = saved if isinstance(saved, int) else 1
+        if self.pos.step > 0 and saved != self.dist.world_size:
+            p = self.pos
+            raise InvalidArgumentError(
+                f"{self.run_dir} was interrupted mid-epoch (state {p.state}, epoch {p.epoch}, step {p.step}) "
+                f"with {saved} process(es), this resume has {self.dist.world_size}; resume it with {saved} "
+                f"(torchrun --nproc_per_node {saved}); another number can only continue from an epoch boundary"
+            )
 
     # ------------------------------------------------------------------ state building
 
@@ -362,7 +438,12 @@ class _PruningRun:
             train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
         self.grad_model = train_model  # gradients averaged over ranks (Taylor scores), never compiled
         if self.cfg.compile:
-            train_model = torch.compile(train_model)
+            # Each state compiles a differently shaped model through the same forward code: dynamo
+            # keeps one cache entry per shape on that code, and at its recompile_limit (8) it would
+            # silently run every later state eager. The previous states' models are never used again,
+            # so their cache entries are dropped before compiling this one.
+            torch._dynamo.reset()
+            train_model = torch.compile(train_model, backend=self.cfg.compile_backend)
         self.train_model = train_model
 
     def _rewound_weights(self) -> dict[str, torch.Tensor]:
@@ -381,10 +462,16 @@ class _PruningRun:
         payload = self.resume_payload
         self._build_model(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        restore_rng(payload["rng"])
-        self.train_loader.load_state_dict(payload["loader"])
+        note = restore_rng(payload["rng"])
+        if note:
+            log.warning("%s", note)
+        if self.pos.step > 0:  # at an epoch boundary _train_state sets the epoch (any world size)
+            self.train_loader.load_state_dict(payload["loader"])
         acc = payload.get("accum")
-        self.accum = acc.to(self.device) if acc is not None else None
+        self.accum = None
+        if acc is not None:
+            # the sums of ALL ranks so far: kept by rank 0 alone, so the epoch-end all-reduce counts them once
+            self.accum = acc.to(self.device) if self.dist.is_main else torch.zeros_like(acc, device=self.device)
         self.resume_payload = None
 
     # ------------------------------------------------------------------ main loop
@@ -455,7 +542,7 @@ class _PruningRun:
                     f"GPU out of memory at --batch-size {cfg.batch_size} (state {k}, epoch {e}); "
                     f"try --batch-size {max(1, cfg.batch_size // 2)}"
                 ) from err
-            if self.interrupt.requested:
+            if self.stopping and self.pos.step < self.steps_per_epoch:  # agreed mid-epoch by every rank
                 self._save_checkpoint()
                 self._raise_interrupted()
             stats = _dist.all_reduce_sum_(self.accum.clone(), self.dist).tolist()  # one host sync per epoch
@@ -486,10 +573,11 @@ class _PruningRun:
             self.listener(EpochEnded(line))
             if k == 0 and cfg.rewind == "rewind_lt" and e + 1 == cfg.rewind_epoch:
                 self._take_rewind_snapshot()
+            stop = self._agree_stop()  # also a Ctrl-C during the evaluation
             due = cfg.checkpoint_every > 0 and (e + 1) % cfg.checkpoint_every == 0
-            if due or e + 1 == cfg.epochs or self.interrupt.requested:
+            if due or e + 1 == cfg.epochs or stop:
                 self._save_checkpoint()
-            if self.interrupt.requested:
+            if stop:
                 self._raise_interrupted()
 
     def _warmup_steps(self) -> int:
@@ -507,8 +595,13 @@ class _PruningRun:
             self._train_step(x, y, lr, step_in_state)
             self.pos.step += 1
             self.listener(StepDone(k, e, self.pos.step))
-            if self.interrupt.requested:
+            if (not self.dist.enabled or self.pos.step % INTERRUPT_SYNC_STEPS == 0) and self._agree_stop():
                 break
+
+    def _agree_stop(self) -> bool:
+        """Whether any rank got Ctrl-C; every rank gets the same answer and acts on it at the same step."""
+        self.stopping = _dist.any_rank(self.interrupt.requested, self.dist, self.device)
+        return self.stopping
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, step_in_state: int) -> None:
         """One optimizer step: forward/backward, masked grads, RSST penalty, step, masked weights."""
@@ -639,7 +732,7 @@ class _PruningRun:
         self.pos = _Position(self.pos.state + 1, 0, 0)
         self._enter_new_state()
         self._save_checkpoint()
-        if self.interrupt.requested:
+        if self._agree_stop():
             self._raise_interrupted()
 
     def _finish(self) -> Path | None:
@@ -668,6 +761,10 @@ class _PruningRun:
     # ------------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self) -> None:
+        """Rank 0 writes; every rank calls it (mid-epoch, the running sums are all-reduced first)."""
+        accum = None
+        if self.accum is not None and self.pos.step > 0:
+            accum = _dist.all_reduce_sum_(self.accum.clone(), self.dist)
         if not self.dist.is_main:
             return
         payload = {
@@ -684,7 +781,8 @@ class _PruningRun:
                         "reg_max": self.cfg.reg_max, "schedule": self.cfg.reg_schedule},
             "rng": capture_rng(),
             "loader": dict(self.train_loader.state_dict()),
-            "accum": to_cpu(self.accum) if (self.accum is not None and self.pos.step > 0) else None,
+            "accum": to_cpu(accum) if accum is not None else None,  # all ranks' sums
+            "world_size": self.dist.world_size,
             "best": dict(self.best),
             "results": [dict(r) for r in self.results],
             "state_seconds": self.state_seconds,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -145,7 +144,32 @@ def create_vit(spec: ModelSpec) -> nn.Module:
     blocks = getattr(model, "blocks", None)
     if blocks is None or not len(blocks) or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
         raise InvalidArgumentError(f"{spec.arch!r} is not a ViT with attention heads (blocks[i].attn.qkv)")
+    check_prunable(model, spec.arch)
     return model
+
+
+# Sub-modules whose width follows the heads / MLP neurons but that the groups do not cover: a
+# scale-norm normalises over ALL heads (or neurons) at once, so removing one changes the others'
+# outputs; a gate has per-head rows the masks and importance scores do not see.
+_UNPRUNABLE = (("attn", "norm", "scale-norm over the attention output (scale_attn_norm)"),
+               ("attn", "gate", "gated attention"),
+               ("mlp", "norm", "scale-norm inside the MLP (scale_mlp_norm)"))
+
+
+def check_prunable(model: nn.Module, arch: str = "model") -> None:
+    """Refuse a ViT whose blocks hold layers that head / neuron pruning cannot shrink exactly.
+
+    Raises:
+        InvalidArgumentError: names the first such module (e.g. ``blocks.0.attn.norm``).
+    """
+    for b, blk in enumerate(model.blocks):
+        for parent, child, what in _UNPRUNABLE:
+            module = getattr(getattr(blk, parent, None), child, None)
+            if module is not None and not isinstance(module, nn.Identity):
+                raise InvalidArgumentError(
+                    f"{arch!r} has blocks.{b}.{parent}.{child} ({what}), which structured pruning cannot "
+                    "resize exactly; use a ViT without it"
+                )
 
 
 @dataclass(frozen=True)
@@ -208,12 +232,3 @@ def load_init_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
         log.info("classifier head re-initialised: init has %s classes, dataset %s", init_classes,
                  expected["head.weight"].shape[0] if "head.weight" in expected else "?")
     return InitLoad(head_reinitialised=reinit, init_num_classes=init_classes)
-
-
-def read_init(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """State dict (real tensors, safe loading) and metadata of an init file."""
-    from ckpttool.loading import load_checkpoint, load_state_dict
-
-    with load_checkpoint(path) as ckpt:
-        metadata = dict(ckpt.metadata or {})
-    return load_state_dict(path), metadata

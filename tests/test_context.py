@@ -118,3 +118,31 @@ def test_used_batchnorm_vouches_for_its_own_vectors():
     out = _by_name(_bn("bn", weight=GAIN, running_mean=RNG.normal(0, 1, 256).astype(np.float32),
                        running_var=RNG.uniform(0.5, 2, 256).astype(np.float32)))
     assert out["bn.weight"].status == "trained"
+
+
+def _used_bn(prefix: str, n: int = 32):
+    return _bn(prefix, weight=RNG.normal(1.0, 0.2, n).astype(np.float32),
+               running_mean=RNG.normal(0, 1, n).astype(np.float32), running_var=RNG.uniform(0.5, 2, n).astype(np.float32))
+
+
+def test_a_batchnorm_that_never_ran_beside_ones_that_did_is_evidence_of_an_untouched_module():
+    from ckpttool.context import NEVER_RAN_NOTE
+
+    reset = _bn("block2.bn", weight=np.ones(32, np.float32), running_mean=np.zeros(32, np.float32),
+                running_var=np.ones(32, np.float32))
+    out = _by_name(_used_bn("block1.bn") + reset)
+    assert out["block2.bn.running_mean"].status == "init-like"
+    assert out["block2.bn.running_mean"].note == NEVER_RAN_NOTE.format(1)
+    # in a random init every BatchNorm is at 0/1: nothing to compare with, nothing said
+    alone = _by_name(reset)
+    assert alone["block2.bn.running_mean"].status == "init-constant"
+
+
+def test_a_short_gain_that_moved_from_one_while_its_statistics_ran_is_trained():
+    from ckpttool.context import MOVED_GAIN_NOTE
+
+    out = _by_name(_used_bn("conv2.bn", n=8))  # 8 channels: too short to judge as a distribution
+    assert out["conv2.bn.weight"].status == "trained" and out["conv2.bn.weight"].note == MOVED_GAIN_NOTE
+    ran_but_gain_at_one = _bn("bn", weight=np.ones(8, np.float32), running_mean=RNG.normal(0, 1, 8).astype(np.float32),
+                              running_var=RNG.uniform(0.5, 2, 8).astype(np.float32))
+    assert _by_name(ran_but_gain_at_one)["bn.weight"].status == "init-constant"

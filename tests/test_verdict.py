@@ -400,3 +400,30 @@ def test_random_weight_normed_net_is_random_and_trained_gains_stand():
         net[2].parametrizations.weight.original0.mul_(torch.linspace(0.5, 1.5, 64).view(64, 1, 1))
     stats = cal.stats_of_state_dict(net.state_dict())
     assert {s.name: s.status for s in stats}["2.parametrizations.weight.original0"] != "init-constant"
+
+
+def test_a_keras_style_norm_layer_vouches_for_the_conv_before_it_and_a_reset_one_is_named():
+    from ckpttool.loading import TensorInfo
+    from ckpttool.stats import compute_stats_from_arrays
+
+    rng = np.random.default_rng(0)
+
+    def conv(name, n=16):  # an 8-channel-ish conv that looks iid on its own
+        a = rng.uniform(-0.3, 0.3, (n, n, 1, 1)).astype(np.float32)
+        return [(TensorInfo(name, a.shape, "float32", a.size), a)]
+
+    def bn(name, n=16, ran=True):
+        arrays = {"weight": rng.normal(1.0, 0.2, n) if ran else np.ones(n), "bias": rng.normal(0, 0.1, n) if ran else np.zeros(n),
+                  "running_mean": rng.normal(0, 1, n) if ran else np.zeros(n),
+                  "running_var": rng.uniform(0.5, 2, n) if ran else np.ones(n)}
+        return [(TensorInfo(f"{name}.{k}", (n,), "float32", n), v.astype(np.float32)) for k, v in arrays.items()]
+
+    trained = rng.normal(0, 1, (64, 64)).astype(np.float32) + np.outer(rng.normal(size=64), rng.normal(size=64)).astype(np.float32)
+    first = [(TensorInfo("conv2d_0.weight", (64, 64), "float32", 4096), trained)]
+    items = (first + bn("batch_normalization_0", 64) + conv("conv2d_1") + bn("batch_normalization_1")
+             + conv("conv2d_2") + bn("batch_normalization_2") + conv("conv2d_3") + bn("batch_normalization_3", ran=False)
+             + [(TensorInfo("dense.weight", (10, 16), "float32", 160), rng.normal(0, 1, (10, 16)).astype(np.float32))])
+    stats = compute_stats_from_arrays(items)
+    v = judge(stats)  # module order: each conv is judged with the norm layer after it
+    assert v.verdict == "partial" and v.untouched_groups == ("conv2d_3", "batch_normalization_3"), v.reason
+    assert judge(stats, ordered=False).untouched_groups != v.untouched_groups  # no order, no pairing

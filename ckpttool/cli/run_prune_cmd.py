@@ -15,7 +15,7 @@ from ckpttool.cli._output import emit_json, stderr_console, stdout_console
 from ckpttool.errors import InvalidArgumentError
 
 # options that may change when resuming (execution only; never the experiment)
-_RESUME_OK = {"device", "amp", "compile", "checkpoint_every", "eval_batch_size"}
+_RESUME_OK = {"device", "amp", "compile", "compile_backend", "checkpoint_every", "eval_batch_size"}
 _NOT_CONFIG = {"config", "resume", "fmt"}
 
 
@@ -23,52 +23,79 @@ def _choice(*values: str) -> click.Choice:
     return click.Choice(values)
 
 
+def _default(name: str) -> str | None:
+    """RunConfig's default for ``name`` as help text shows it; None when it has none."""
+    from dataclasses import fields
+
+    from pruning_runner.config import RunConfig
+
+    value = {f.name: f.default for f in fields(RunConfig)}[name]
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _opt(*decls: str, help: str, **kw: Any):
+    """An option whose default lives in RunConfig (None here: only flags actually given override the TOML)."""
+    name = decls[0].split("/")[0].lstrip("-").replace("-", "_")
+    default = _default(name)
+    if default is not None:
+        help = f"{help}  [default: {default}]"
+    return click.option(*decls, help=help, **kw)
+
+
 @click.command("run-prune")
-@click.option("--init", type=click.Path(dir_okay=False), help="Init checkpoint (its verdict gates the run).")
-@click.option("--dataset", type=_choice("cifar10", "cifar100", "digits", "synthetic"))
-@click.option("--data", type=click.Path(file_okay=False), help="Dataset folder (CIFAR).")
-@click.option("--download", is_flag=True, default=None, help="Download the dataset when missing.")
-@click.option("--synthetic-size", type=int, help="Images in the synthetic train+val pool.")
-@click.option("--val-size", type=int, help="Training images held out for validation.")
-@click.option("--method", type=_choice("refill", "rsst"))
-@click.option("--target", type=_choice("head", "mlp", "both"))
-@click.option("--rate", type=float, help="Fraction of the REMAINING groups removed at each prune.")
-@click.option("--final-sparsity", type=float, help="Fraction removed after the last state (sets the rate).")
-@click.option("--states", type=int, help="Pruning states (state 0 is dense).")
-@click.option("--epochs", type=int, help="Epochs per state.")
-@click.option("--criterion", type=_choice("magnitude", "l2", "taylor", "remain"))
-@click.option("--ranking", type=_choice("layer", "global"))
-@click.option("--min-heads-per-layer", type=int)
-@click.option("--taylor-batches", type=int)
-@click.option("--rewind", type=_choice("lt", "rewind_lt"))
-@click.option("--rewind-epoch", type=int)
-@click.option("--reg-max", type=float, help="RSST: lambda reached at the end of a state.")
-@click.option("--reg-schedule", type=_choice("x", "x2", "x3", "exp", "exp_custom_exponents"))
-@click.option("--reg-exponent", type=float)
-@click.option("--compact-between-states/--no-compact-between-states", default=None)
-@click.option("--optimizer", type=_choice("sgd", "adamw"))
-@click.option("--lr", type=float)
-@click.option("--batch-size", type=int)
-@click.option("--eval-batch-size", type=int)
-@click.option("--schedule", type=_choice("cosine", "multistep"))
-@click.option("--warmup-epochs", type=float)
-@click.option("--weight-decay", type=float)
-@click.option("--label-smoothing", type=float)
-@click.option("--momentum", type=float)
-@click.option("--seed", type=int)
-@click.option("--device", type=_choice("auto", "cpu", "cuda"))
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA.")
-@click.option("--compile", is_flag=True, default=None, help="torch.compile the model.")
-@click.option("--checkpoint-every", type=int, help="Epochs between checkpoints (0: state ends only).")
-@click.option("--arch", help="timm name, when the init has no metadata.")
-@click.option("--img-size", type=int)
-@click.option("--patch-size", type=int)
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<UTC>_<method>_<dataset>).")
-@click.option("--config", type=click.Path(dir_okay=False), help="TOML with the same keys; flags override it.")
-@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
-@click.option("--allow-random", is_flag=True, default=None, help="Start from a random init on purpose.")
-@click.option("--allow-partial", is_flag=True, default=None, help="Accept a partial init.")
-@click.option("--format", "fmt", type=_choice("text", "json"), default="text", show_default=True)
+@_opt("--init", type=click.Path(dir_okay=False), help="Init checkpoint; its verdict gates the run (required).")
+@_opt("--dataset", type=_choice("cifar10", "cifar100", "digits", "synthetic"), help="Dataset (required).")
+@_opt("--data", type=click.Path(file_okay=False), help="Dataset folder (CIFAR)  [default: torchvision's data root].")
+@_opt("--download", is_flag=True, default=None, help="Download the dataset when it is missing (rank 0 only).")
+@_opt("--synthetic-size", type=int, help="Images in the synthetic train+val pool  [default: the loader's].")
+@_opt("--val-size", type=int, help="Training images held out for validation  [default: the loader's].")
+@_opt("--method", type=_choice("refill", "rsst"), help="Pruning method (required).")
+@_opt("--target", type=_choice("head", "mlp", "both"), help="Groups to prune: attention heads, MLP neurons or both (required).")
+@_opt("--rate", type=float, help="Fraction of the REMAINING groups removed at each prune (or --final-sparsity).")
+@_opt("--final-sparsity", type=float, help="Fraction removed after the last state (sets the rate).")
+@_opt("--states", type=int, help="Pruning states; state 0 is dense (required).")
+@_opt("--epochs", type=int, help="Training epochs per state (required).")
+@_opt("--criterion", type=_choice("magnitude", "l2", "taylor", "remain"), help="Group importance criterion.")
+@_opt("--ranking", type=_choice("layer", "global"), help="Same fraction per block (layer) or across blocks (global).")
+@_opt("--min-heads-per-layer", type=int, help="Never fewer heads than this in a block.")
+@_opt("--taylor-batches", type=int, help="Batches over which the taylor criterion accumulates |w * dL/dw|.")
+@_opt("--rewind", type=_choice("lt", "rewind_lt"), help="Rewind survivors to the init (lt) or to epoch --rewind-epoch of state 0.")
+@_opt("--rewind-epoch", type=int, help="rewind_lt: epochs of state 0 after which the rewind snapshot is taken.")
+@_opt("--reg-max", type=float, help="RSST: penalty lambda reached on the last step of a state.")
+@_opt("--reg-schedule", type=_choice("x", "x2", "x3", "exp", "exp_custom_exponents"),
+      help="RSST: how lambda grows over a state.")
+@_opt("--reg-exponent", type=float, help="RSST: exponent p of exp_custom_exponents.")
+@_opt("--compact-between-states/--no-compact-between-states", default=None,
+      help="Train each state on a physically smaller model.")
+@_opt("--optimizer", type=_choice("sgd", "adamw"), help="Optimizer.")
+@_opt("--lr", type=float, help="Peak learning rate  [default: 1e-3 for adamw, 0.05 for sgd].")
+@_opt("--batch-size", type=int, help="Global batch size (split over torchrun processes).")
+@_opt("--eval-batch-size", type=int, help="Evaluation batch size per process.")
+@_opt("--schedule", type=_choice("cosine", "multistep"), help="Learning-rate schedule within a state.")
+@_opt("--warmup-epochs", type=float, help="Linear learning-rate warm-up at the start of every state.")
+@_opt("--weight-decay", type=float, help="Weight decay (matrices only).")
+@_opt("--label-smoothing", type=float, help="Label smoothing of the cross-entropy loss.")
+@_opt("--momentum", type=float, help="SGD momentum.")
+@_opt("--seed", type=int, help="Seed of the data order, augmentation and new weights.")
+@_opt("--device", type=_choice("auto", "cpu", "cuda"), help="Where to train (auto: CUDA when available).")
+@_opt("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (fp32 master weights).")
+@_opt("--compile", is_flag=True, default=None, help="torch.compile the training model (recompiled each state).")
+@_opt("--compile-backend", help="torch.compile backend, with --compile.")
+@_opt("--checkpoint-every", type=int, help="Epochs between checkpoints (0: state ends only).")
+@_opt("--arch", help="timm model name, when the init has no metadata.")
+@_opt("--img-size", type=int, help="Model input size, when the init has no metadata  [default: 32].")
+@_opt("--patch-size", type=int, help="Patch size, when the init has no metadata  [default: the arch's].")
+@_opt("--out", type=click.Path(file_okay=False), help="Run folder  [default: runs/<UTC time>_<method>_<dataset>].")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same keys; flags override it.")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this folder from its checkpoint.")
+@_opt("--allow-random", is_flag=True, default=None, help="Accept a random init (a random start on purpose).")
+@_opt("--allow-partial", is_flag=True, default=None, help="Accept a partial init (some groups look untouched).")
+@click.option("--format", "fmt", type=_choice("text", "json"), default="text", show_default=True,
+              help="Result on stdout: a table or one JSON document.")
 @click.pass_context
 def command(ctx: click.Context, config: str | None, resume: str | None, fmt: str, **options: Any) -> None:
     """Prune heads and/or MLP neurons of a ViT state by state, from a verified init.

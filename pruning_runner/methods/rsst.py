@@ -72,9 +72,13 @@ class GradientPenalty:
         return bool(self.masks) and self.reg_max > 0
 
     def lam(self, step: int) -> float:
-        """lambda at global step ``step`` (0-based) of the state: tau = step / total steps."""
+        """lambda at global step ``step`` (0-based) of the state: tau = (step + 1) / total steps.
+
+        Counted after the step, so the state's last step (``total_steps - 1``) gets exactly
+        ``reg_max`` (design.md: lambda grows from 0 to reg_max over the state).
+        """
         return penalty_lambda(
-            step / self.total_steps, reg_max=self.reg_max, schedule=self.schedule, exponent=self.exponent
+            (step + 1) / self.total_steps, reg_max=self.reg_max, schedule=self.schedule, exponent=self.exponent
         )
 
     @torch.no_grad()

@@ -3,6 +3,7 @@ half-made run folders."""
 
 import json
 
+import click
 import pytest
 from conftest import base_options, cli_args
 
@@ -113,3 +114,63 @@ def test_toml_config_with_flag_override_and_runs_listing(trained_init, tmp_path,
     assert code == 0 and sha[:12] in out and "pretrained" in out
     code, out, _ = _cli(["runs", "--root", str(tmp_path / "runs"), "--init", "deadbeef", "--format", "json"], capsys)
     assert json.loads(out)["runs"] == []
+
+
+def test_every_run_prune_option_has_one_line_help_with_its_default(capsys):
+    from dataclasses import fields
+
+    from ckpttool.cli.run_prune_cmd import command
+    from pruning_runner.config import RunConfig
+
+    defaults = {f.name: f.default for f in fields(RunConfig)}
+    for param in command.params:
+        assert isinstance(param, click.Option) and param.help, f"--{param.name} has no help text"
+        assert "\n" not in param.help
+        default = defaults.get(param.name)
+        if default is not None:
+            shown = ("on" if default else "off") if isinstance(default, bool) else str(default)
+            assert param.help.endswith(f"[default: {shown}]"), param.help
+    code, out, _ = _cli(["run-prune", "--help"], capsys)
+    text = " ".join(out.split())  # click wraps the help column
+    assert code == 0 and "[default: inductor]" in text and "[default: magnitude]" in text
+
+
+@pytest.mark.parametrize("line,message", [
+    ('lr = "fast"', "lr = 'fast' in {cfg} must be a number, got a str"),
+    ("epochs = 2.5", "epochs = 2.5 in {cfg} must be an integer, got a float"),
+    ("download = 1", "download = 1 in {cfg} must be true or false, got a int"),
+    ("states = true", "states = True in {cfg} must be an integer, got a bool"),
+    ("method = [1, 2]", "method = [1, 2] in {cfg} must be a string, got a list"),
+])
+def test_wrong_toml_types_are_one_error_line_exit_2(random_init, tmp_path, capsys, line, message):
+    cfg = tmp_path / "exp.toml"
+    keys = {"init": f'"{random_init}"', "dataset": '"digits"', "method": '"refill"', "target": '"head"',
+            "rate": "0.5", "states": "2", "epochs": "1"}
+    key, _, value = line.partition(" = ")
+    keys[key] = value
+    cfg.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
+    code, _, err = _cli(["run-prune", "--config", str(cfg), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and err == f"error: {message.format(cfg=cfg)}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_damaged_checkpoint_is_one_error_line(random_init, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = _cli(["run-prune", *_opts(random_init, run, states=1, epochs=1), "--format", "json"], capsys)
+    assert code == 0, err
+    (run / "checkpoint.pt").write_bytes(b"garbage, not a torch file")
+    before = (run / "run.json").read_bytes()
+    code, _, err = _cli(["run-prune", "--resume", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: cannot read run checkpoint {run / 'checkpoint.pt'}: ") and "start a new run" in err
+    assert (run / "run.json").read_bytes() == before
+
+
+def test_resume_with_a_damaged_run_json_is_one_error_line(random_init, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = _cli(["run-prune", *_opts(random_init, run, states=1, epochs=1), "--format", "json"], capsys)
+    assert code == 0, err
+    (run / "run.json").write_text('{"init": 5}')
+    code, _, err = _cli(["run-prune", "--resume", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: the records of {run} (run.json, checkpoint.pt) are damaged (KeyError: 'model')")

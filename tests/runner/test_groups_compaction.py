@@ -96,3 +96,29 @@ def test_export_and_load_compact_model(tmp_path):
     text = architecture_text(keep)
     assert parse_architecture_text(text) == (keep.heads.sum(1).tolist(), keep.neurons.sum(1).tolist())
     assert text.startswith("blocks.0.attn.num_heads:[")
+
+
+@pytest.mark.parametrize("kwargs,module", [
+    (dict(scale_attn_norm=True), "blocks.0.attn.norm"),
+    (dict(scale_mlp_norm=True), "blocks.0.mlp.norm"),
+])
+def test_a_vit_with_scale_norm_is_refused_up_front_naming_the_module(kwargs, module):
+    from ckpttool.errors import InvalidArgumentError
+    from pruning_runner.compaction import create_compact_vit
+
+    spec = ModelSpec(arch=SPEC.arch, img_size=16, patch_size=4, num_classes=10,
+                     model_kwargs={**SPEC.model_kwargs, **kwargs})
+    full = GroupMasks.full(VitLayout.from_model(create_tiny_vit()))
+    with pytest.raises(InvalidArgumentError, match=rf"has {module} \(.*scale-norm.*cannot resize exactly"):
+        create_compact_vit(spec, full)
+
+
+def test_compaction_refuses_gated_attention_naming_the_module():
+    from ckpttool.errors import InvalidArgumentError
+    from pruning_runner.compaction import resize_vit_
+
+    model = create_tiny_vit()
+    attn = model.blocks[1].attn
+    attn.gate = torch.nn.Linear(32, attn.attn_dim)  # timm's Attention(gated=True) layout
+    with pytest.raises(InvalidArgumentError, match=r"blocks\.1\.attn\.gate \(gated attention\)"):
+        resize_vit_(model, [2, 2], [64, 64])

@@ -101,7 +101,7 @@ def test_rsst_penalty_grows_through_the_state_and_pushes_the_groups_down(random_
     lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     state1 = [m for m in lines if m["state"] == 1]
     lams = [m["rsst_lambda"] for m in state1]
-    assert lams == sorted(lams) and lams[0] < lams[-1] and lams[-1] == pytest.approx(20.0, rel=0.1)
+    assert lams == sorted(lams) and lams[0] < lams[-1] and lams[-1] == 20.0  # the state's last step: reg_max
     ratios = [m["rsst_norm_ratio"] for m in state1]
     assert ratios[-1] < ratios[0]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -116,8 +116,20 @@ def test_rsst_lambda_spans_the_whole_state_not_each_epoch(random_init):
     gp = GradientPenalty(model_sd, pen, GroupMasks(torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool)),
                          2, reg_max=1.0, schedule="x", exponent=2.0, total_steps=30)
     lams = [gp.lam(s) for s in range(30)]
-    assert lams[0] == 0.0 and all(b > a for a, b in zip(lams, lams[1:], strict=False))
-    assert lams[10] == pytest.approx(1 / 3)  # an epoch boundary (10 steps/epoch) does not reset it
+    assert lams[0] == pytest.approx(1 / 30) and all(b > a for a, b in zip(lams, lams[1:], strict=False))
+    assert lams[10] == pytest.approx(11 / 30)  # an epoch boundary (10 steps/epoch) does not reset it
+
+
+@pytest.mark.parametrize("schedule", ["x", "x2", "x3", "exp", "exp_custom_exponents"])
+def test_rsst_lambda_reaches_reg_max_exactly_on_the_last_step(schedule):
+    from pruning_runner.methods.rsst import GradientPenalty
+
+    full = GroupMasks(torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool))
+    pen = GroupMasks(torch.zeros(1, 1, dtype=torch.bool), torch.tensor([[True, False, False, False]]))
+    gp = GradientPenalty({"blocks.0.mlp.fc1.weight": torch.ones(4, 2)}, pen, full, 2, reg_max=7.0,
+                         schedule=schedule, exponent=3.0, total_steps=23)
+    assert gp.lam(22) == 7.0
+    assert 0.0 < gp.lam(0) < gp.lam(21) < 7.0
 
 
 def test_taylor_scores_come_from_the_trained_model(random_init, tmp_path, monkeypatch):
@@ -193,3 +205,39 @@ def test_params_count_matches_model(random_init, tmp_path):
     assert result.states[0]["params"] == sum(p.numel() for p in create_tiny_vit().parameters())
     assert model_params  # imported helper stays used
     assert loop_mod  # module import for monkeypatching elsewhere
+
+
+def test_compile_runs_every_one_of_ten_states_compiled(random_init, tmp_path):
+    """Ten differently shaped states through one forward: past dynamo's recompile_limit (8) of one code object."""
+    from torch._dynamo import register_backend
+
+    from pruning_runner.events import StateEnded
+
+    compiled = []
+
+    @register_backend(name="ckpttool_test_counting")
+    def counting(gm, example_inputs):  # the eager backend, counting what dynamo hands it
+        compiled.append(1)
+        return gm.forward
+
+    per_state = []
+
+    def listener(event):
+        if isinstance(event, StateEnded):
+            per_state.append(len(compiled) - sum(per_state))
+
+    cfg = resolve_config(None, base_options(random_init, tmp_path / "run", states=10, epochs=1, target="mlp",
+                                            rate=0.1, batch_size=256, compile=True,
+                                            compile_backend="ckpttool_test_counting"))
+    result = run_pruning(cfg, listener=listener)
+    assert len({s["kept_neurons"] for s in result.states}) == 10  # ten shapes
+    assert len(per_state) == 10 and all(n >= 1 for n in per_state), per_state
+
+
+def test_unknown_compile_backend_is_refused_up_front(random_init, tmp_path):
+    from ckpttool.errors import InvalidArgumentError
+
+    cfg = resolve_config(None, base_options(random_init, tmp_path / "run", compile=True, compile_backend="nope"))
+    with pytest.raises(InvalidArgumentError, match=r"unknown --compile-backend 'nope'; choose one of: .*inductor"):
+        run_pruning(cfg)
+    assert not (tmp_path / "run").exists()

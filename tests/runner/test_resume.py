@@ -8,12 +8,10 @@ import sys
 import time
 
 import pytest
-import torch
+from _runs import assert_same_outcome, run_outcome
 from conftest import REPO, base_options, cli_args, subprocess_env
 
 from pruning_runner.checkpoint import load_run_checkpoint
-
-TIMING = ("seconds", "images_per_s")
 
 
 def _args(init, out):
@@ -34,17 +32,6 @@ def _wait_lines(run_dir, n, proc, timeout=120):
     raise AssertionError("timeout")
 
 
-def _outcome(run_dir):
-    metrics = [{k: v for k, v in json.loads(s).items() if k not in TIMING}
-               for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    states = [{k: v for k, v in s.items() if k != "seconds"} for s in summary["states"]]
-    ckpt = load_run_checkpoint(run_dir / "checkpoint.pt")
-    from safetensors.torch import load_file
-
-    return metrics, states, ckpt["masks"], load_file(str(run_dir / "final_compact.safetensors"))
-
-
 def _resume(run_dir):
     return subprocess.run([sys.executable, "-m", "pruning_runner", "--resume", str(run_dir)], cwd=REPO,
                           env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -56,19 +43,7 @@ def baseline(random_init, tmp_path_factory):
     done = subprocess.run(_args(random_init, out), cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    return _outcome(out)
-
-
-def _assert_same(a, b):
-    metrics_a, states_a, masks_a, final_a = a
-    metrics_b, states_b, masks_b, final_b = b
-    assert metrics_a == metrics_b
-    assert states_a == states_b
-    for kind in ("alive", "penalized", "present"):
-        for part in ("heads", "neurons"):
-            assert torch.equal(masks_a[kind][part], masks_b[kind][part])
-    assert final_a.keys() == final_b.keys()
-    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    return run_outcome(out)
 
 
 def test_sigkill_then_resume_equals_uninterrupted(random_init, tmp_path, baseline):
@@ -84,7 +59,7 @@ def test_sigkill_then_resume_equals_uninterrupted(random_init, tmp_path, baselin
     assert json.loads((out / "run.json").read_text())["status"] == "running"
     done = _resume(out)
     assert done.returncode == 0, done.stderr
-    _assert_same(_outcome(out), baseline)
+    assert_same_outcome(run_outcome(out), baseline)
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
 
@@ -103,7 +78,7 @@ def test_ctrl_c_writes_a_checkpoint_exits_130_and_resumes_exactly(random_init, t
     assert (p["state"], p["epoch"], p["step"]) >= (0, 1, 0)
     done = _resume(out)
     assert done.returncode == 0, done.stderr
-    _assert_same(_outcome(out), baseline)
+    assert_same_outcome(run_outcome(out), baseline)
 
 
 def test_resume_refuses_changed_experiment_options(random_init, tmp_path):
