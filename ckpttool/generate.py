@@ -584,7 +584,7 @@ def _classifier_names(arch: ArchSpec) -> tuple[str, ...]:
 
 
 def _head_tensor_names(model, state_dict: Mapping[str, Any]) -> frozenset[str]:
-    from ckpttool.verdict import is_head_tensor
+    from ckpttool.grouping import is_head_tensor
 
     cfg = getattr(model, "pretrained_cfg", None) or {}
     classifiers = cfg.get("classifier") if isinstance(cfg, dict) else None
@@ -595,7 +595,7 @@ def _head_tensor_names(model, state_dict: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _is_head_name(name: str, heads: frozenset[str]) -> bool:
-    from ckpttool.verdict import is_head_tensor
+    from ckpttool.grouping import is_head_tensor
 
     return name in heads or is_head_tensor(name)
 
