@@ -10,8 +10,9 @@ other jobs on 2 cores took 30x its time alone. The fix that measurably helps is 
   steps of the demo's ViT took 108-250 s with torch's default waiting and 6-8 s passive.
 - one thread per usable core (``os.sched_getaffinity``, which honours ``taskset`` and container
   CPU sets, rather than the host's core count). Fewer threads when the load is high was measured
-  too and is worse: with passive waiting, 2 threads beside two busy loops ran in 5.6-6.8 s, 1 thread
-  in 15-19 s (the scheduler shares cores per thread; sleeping threads cost the others nothing).
+  too and is not better: with passive waiting, 2 threads beside two busy loops ran in 5.6-8.3 s,
+  1 thread in 7.9-19 s (the scheduler shares cores per thread; sleeping threads cost others nothing),
+  and the whole demo beside two busy loops went from 5.4x (1 thread under load) to 2.6x its time alone.
 
 Both must be set before torch starts its OpenMP runtime (at ``import torch``). A value the user set
 (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OMP_WAIT_POLICY``) is always kept: this only fills in defaults.
