@@ -18,6 +18,13 @@ Contract
                   attempts, no duplicates.
     * bigfile  -- peak RSS of `ckpttool verify` on a --big-mb safetensors file, against the bare
                   interpreter (same imports), as a fraction of the file size.
+    * allowed  -- --allowed-examples torch zips whose data.pkl is built only from globals the loader
+                  allows (tests/reliability/_allowed.py: REDUCE / NEWOBJ / BUILD over every allowed
+                  callable with adversarial arguments, non-zero pointer-sized byte strings included),
+                  after the named findings of issue 11. Read completely in a separate worker process
+                  (restarted if it dies). Counts, all must be 0: signals (the worker killed by one),
+                  tracebacks (an exception that is not a CkptError), runs over 10 s, peak RSS above
+                  4x the file size + 200 MB.
     * names    -- --names random hostile names (control, bidi, surrogate, markup, workflow-command
                   and XML fragments; tests/reliability/_names.py) put into every field a file can
                   name, rendered in every format and as the stderr error line. Counts: names whose
@@ -25,7 +32,8 @@ Contract
   Exit 1 if any must-be-0 figure is not 0.
 
 Usage: python benchmarks/reliability_soak.py [--fuzz-examples 20000] [--kills 50] [--procs 8]
-       [--rounds 3] [--big-mb 400] [--names 5000] [--seed 0] [--json OUT]
+       [--rounds 3] [--big-mb 400] [--names 5000] [--allowed-examples 3000] [--only allowed] [--seed 0]
+       [--json OUT]
 """
 
 from __future__ import annotations
@@ -45,9 +53,102 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
 
+import _allowed as W  # noqa: E402
 import _attacks as A  # noqa: E402
 import _crash as C  # noqa: E402
 import _names as N  # noqa: E402
+
+# The worker of the `allowed` row: reads one path per stdin line, answers one JSON line per file.
+_WORKER = r"""
+import json, sys, time, traceback
+from pathlib import Path
+from ckpttool.errors import CkptError
+from ckpttool.loading import load_checkpoint
+for line in sys.stdin:
+    path = line.strip()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:  # reset the peak-RSS watermark (VmHWM)
+            f.write("5")
+    except OSError:
+        pass
+    t = time.monotonic()
+    try:  # what verify does (load_state_dict shares the reader; it only adds torch.from_numpy)
+        with load_checkpoint(Path(path)) as ckpt:
+            for _info, _array in ckpt.iter_arrays():
+                pass
+        kind, detail = "loaded", ""
+    except CkptError as e:
+        kind, detail = "clean", str(e)[-120:]
+    except BaseException as e:
+        kind, detail = "traceback", "".join(traceback.format_exception_only(type(e), e))[-300:]
+    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    print(json.dumps({"kind": kind, "detail": detail, "seconds": time.monotonic() - t,
+                      "rss": int(hwm.split()[1]) * 1024}), flush=True)
+"""
+
+_NAMED = ("object_array_in_set", "object_array_reconstructed", "ordered_dict_hiding_values", "tensor_constructor",
+          "bytearray_of_size", "stride_zero_view", "numpy_device_tensor", "sparse_tensor", "opcode_bomb",
+          "deep_tuple_key", "meta_tensor")
+
+
+def allowed(n: int, seed: int, workdir: Path) -> dict:
+    """Files built only from allowed globals, each read completely by a worker that may die."""
+    import select
+    import subprocess
+
+    rng = random.Random(seed)
+    pickles = [(name, getattr(W, name)()) for name in _NAMED]
+    pickles += [(f"dtype_{d}", W.dtype_tensor(d)) for d in ("complex32", "bits8", "bits16")]
+    pickles += [(f"random_{i}", W.random_allowed_pickle(rng)) for i in range(n)]
+    counts = collections.Counter()
+    examples: dict[str, str] = {}
+    worst_rss_ratio = 0.0
+    slowest = 0.0
+    worker = None
+    t0 = time.monotonic()
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for name, data in pickles:
+        path = W.write_zip(workdir / "allowed.pth", data)
+        if worker is None or worker.poll() is not None:
+            worker = subprocess.Popen([sys.executable, "-c", _WORKER],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        worker.stdin.write(f"{path}\n")
+        worker.stdin.flush()
+        ready, _, _ = select.select([worker.stdout], [], [], 60)
+        line = worker.stdout.readline() if ready else ""
+        if not line:  # died (a signal) or hung past 60 s
+            if worker.poll() is None:
+                worker.kill()
+                counts["hangs"] += 1
+            else:
+                counts["signals"] += 1
+            worker.wait()
+            keep = workdir / f"allowed-finding-{name}.pth"
+            keep.write_bytes(path.read_bytes())
+            examples.setdefault(f"{name}: worker exit {worker.returncode}", str(keep))
+            worker = None
+            continue
+        r = json.loads(line)
+        counts[r["kind"]] += 1
+        slowest = max(slowest, r["seconds"])
+        budget = 4 * path.stat().st_size + 200 * 2**20
+        worst_rss_ratio = max(worst_rss_ratio, r["rss"] / budget)
+        if r["seconds"] > 10:
+            counts["over_10s"] += 1
+        if r["rss"] > budget:
+            counts["over_rss"] += 1
+        if r["kind"] == "traceback" or r["seconds"] > 10 or r["rss"] > budget:
+            keep = workdir / f"allowed-finding-{name}.pth"
+            keep.write_bytes(path.read_bytes())
+            examples.setdefault(f"{name}: {r['kind']} {r['detail'][:100]}", str(keep))
+    if worker is not None:
+        worker.stdin.close()
+        worker.wait()
+    return {"files": len(pickles), "loaded": counts["loaded"], "clean_errors": counts["clean"],
+            "signals": counts["signals"], "tracebacks": counts["traceback"], "hangs": counts["hangs"],
+            "over_10s": counts["over_10s"], "over_rss": counts["over_rss"], "slowest_s": round(slowest, 2),
+            "worst_rss_vs_budget": round(worst_rss_ratio, 3), "findings": examples,
+            "seconds": round(time.monotonic() - t0, 1)}
 
 
 def fuzz(n: int, seed: int, timeout: float, workdir: Path) -> dict:
@@ -143,6 +244,8 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="concurrency rounds")
     ap.add_argument("--big-mb", type=int, default=400)
+    ap.add_argument("--allowed-examples", type=int, default=3000)
+    ap.add_argument("--only", choices=["allowed"], help="run only this row")
     ap.add_argument("--names", type=int, default=5000, help="hostile names rendered in every output format")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path)
@@ -156,6 +259,20 @@ def main() -> int:
     report: dict = {"config": vars(args) | {"workdir": str(workdir)},
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version()}}
+    report["allowed"] = allowed(args.allowed_examples, args.seed, workdir)
+    a = report["allowed"]
+    print(f"allowed globals: {a['files']} files in {a['seconds']} s  loaded {a['loaded']}  clean errors "
+          f"{a['clean_errors']}  slowest {a['slowest_s']} s  worst peak RSS / (4x file + 200 MB) "
+          f"{a['worst_rss_vs_budget']}")
+    for k in ("signals", "tracebacks", "hangs", "over_10s", "over_rss"):
+        print(f"  {k.replace('_', ' '):<28}{a[k]:>8}")
+    for detail, where in a["findings"].items():
+        print(f"  finding: {detail}  ({where})")
+    bad_allowed = sum(a[k] for k in ("signals", "tracebacks", "hangs", "over_10s", "over_rss"))
+    if args.only == "allowed":
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        return 1 if bad_allowed else 0
     report["fuzz"] = fuzz(args.fuzz_examples, args.seed, args.fuzz_timeout, workdir)
     with C.Zygote(workdir / "zygote.log") as z:
         report["kills"] = kills(z, args.kills, args.seed, workdir)
@@ -197,7 +314,7 @@ def main() -> int:
     print(f"\ntotal {report['seconds']} s; workdir {workdir}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    bad = (f["crashes"] + f["hangs"] + f["unsafe_executions"]
+    bad = (bad_allowed + f["crashes"] + f["hangs"] + f["unsafe_executions"]
            + sum(r[c] for r in report["kills"].values() for c in cols[2:7])
            + sum(len(c["failures"]) for c in report["concurrency"])
            + (report["names"]["unsafe_outputs"] if report["names"] else 0))

@@ -1018,6 +1018,21 @@ def _names_right(blocks, got: tuple[str, ...]) -> bool:
             and all(any(_inside(g, p) for g in got for p in b) for b in blocks))
 
 
+def _named_globals(message: str) -> set[str]:
+    """The globals a refusal names ("... unsafe globals a.b, c.d (ckpttool never ...)")."""
+    m = re.search(r"unsafe globals? (.+?) \(", message)
+    return {g.strip() for g in m.group(1).split(",")} if m else set()
+
+
+def _torch_loadable_globals() -> set[str]:
+    """What ``torch.load(weights_only=True)`` loads by itself: naming one of these in a refusal is
+    wrong (plain containers and scalars, OrderedDict, torch's own rebuild functions)."""
+    import torch._weights_only_unpickler as wou
+
+    plain = {f"builtins.{t}" for t in ("dict", "list", "tuple", "set", "int", "float", "str", "bool", "bytes")}
+    return plain | {"collections.OrderedDict"} | set(wou._get_allowed_globals())
+
+
 def _row(e: Entry, case: str, expected: str, expected_groups, v, seconds: float, extra: dict) -> dict:
     if v is None:
         got, untouched, uncounted, reason = extra.pop("got_override", "error"), [], [], extra.pop("error")
@@ -1027,7 +1042,7 @@ def _row(e: Entry, case: str, expected: str, expected_groups, v, seconds: float,
     if ok and expected == "partial":
         ok = _names_right(expected_groups, tuple(untouched))
     if ok and expected == "refused":  # the refusal must name only the globals really refused
-        ok = not re.search(r"\b(?:builtins|__builtin__|collections)\.\w+", reason)
+        ok = not (_named_globals(reason) & _torch_loadable_globals())
     if e.note:
         extra = {**extra, "note": e.note}
     return {"key": e.key, "package": e.spec, "arch": e.arch, "file": e.member, "case": case,
@@ -1115,7 +1130,7 @@ def _print_report(rows: list[dict]) -> None:
             col = r["got"] + "*"
         conf[(r["expected"], col)] += 1
     print("\nconfusion (rows expected, columns got; partial* = partial with wrong/missing block names, "
-          "refused* = refusal message that also names plain containers)")
+          "refused* = refusal message that also names a global torch's weights_only loader accepts)")
     print(f"{'':<12}" + "".join(f"{c:>11}" for c in _COLS))
     for exp in ("pretrained", "partial", "random", "refused"):
         if any(k[0] == exp for k in conf):

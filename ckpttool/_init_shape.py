@@ -12,19 +12,20 @@ init. Two other departures from an iid init show them:
   whose iid spread is ~1 for any matrix shape. Lines of exactly equal norm (orthogonal or
   normalised inits) are an init pattern, not evidence.
 - **uniform edge overshoot**: a uniform init (PyTorch's ``kaiming_uniform_`` default, Glorot
-  uniform) has a hard edge. Its shape is told by its excess kurtosis (-1.2), and a truncated
-  normal of the same kurtosis bounds every entry at a known multiple of the standard deviation;
-  entries beyond that bound cannot come from any such init, however little training moved the rest.
+  uniform) or a truncated normal one has a hard edge. The family is told apart by its excess
+  kurtosis (uniform -1.2, normal 0), and the truncated normal of the same kurtosis bounds every
+  entry at a known multiple of the standard deviation; entries beyond that bound cannot come from
+  any such init, however little training moved the rest.
 
 Two more need no model of the init beyond "zero-mean, no heavier-tailed than a Gaussian", which
 holds for every standard init (uniform, normal, truncated normal, orthogonal, any scale):
 
 - **mean offset**: ``|mean| / (std / sqrt(n))``, ~|N(0, 1)| for a zero-mean init;
-- **trimmed excess kurtosis**: the kurtosis of the entries within 6 robust standard deviations of
+- **trimmed excess kurtosis**: the kurtosis of the entries within 12 robust standard deviations of
   the median, over its standard error ``sqrt(24 / n)``. Trimming drops the rare clamped +-2 values of
-  torch's ``trunc_normal_`` (which put a random init's plain kurtosis in the hundreds) and keeps
-  the moderately heavy tails that training grows (kurtosis 0.3-3 in small convs that the tail
-  ratio, a 99th-percentile statistic, cannot see).
+  torch's ``trunc_normal_`` (100 standard deviations out at std 0.02; they put a random init's
+  plain kurtosis in the hundreds) and keeps the heavy tails that training grows (kurtosis 0.3-20 in
+  small convs that the tail ratio, a 99th-percentile statistic, cannot see).
 
 Each signal is a z-score, ~N(0, 1) for an iid init; one decides alone when far out, and together
 (root sum of squares) they decide for small matrices where several are moderately out.
@@ -51,8 +52,9 @@ and within +-5.2 over the matrices of 79 timm families' random inits."""
 EQUAL_NORMS = 0.05
 """A dispersion ratio below this means lines of equal norm by construction (orthogonal init)."""
 
-UNIFORM_LIKE_KURTOSIS = -0.9
-"""Excess kurtosis below which a matrix's entries are uniform-like (uniform: -1.2, normal: 0)."""
+UNIFORM_LIKE_KURTOSIS = -0.3
+"""Excess kurtosis below which a matrix's entries are bounded-init-like: a uniform (-1.2) or a normal
+truncated at up to ~2.6 standard deviations (jax's ``lecun_normal``: -0.64), each with a hard edge."""
 
 EDGE_MARGIN = 1.02
 """Observed edge (max |x - mean| / std) over the bound of the matching truncated normal at or above
@@ -74,7 +76,7 @@ training (timm random inits: <= 5.5; iid chi-square with 5 degrees of freedom: p
 
 COMBINED_MIN_LINES = 8
 
-_TRIM_SIGMAS = 6.0
+_TRIM_SIGMAS = 12.0
 _KURTOSIS_SAMPLE = 1 << 15
 _MIN_KURTOSIS_ENTRIES = 128
 
@@ -140,7 +142,12 @@ def uniform_edge_bound(kurtosis: float, n: int) -> float:
         1.76
     """
     kurt, edge = _truncated_normal_table()
-    upper = kurtosis + 3.0 * 2.4 / math.sqrt(n)  # SE of a uniform sample's kurtosis ~ 2.4 / sqrt(n)
+    # 3 standard errors above: a small sample's kurtosis can read low by chance, and a higher one
+    # means a farther edge. The error grows from ~2.4 / sqrt(n) for a uniform to sqrt(24 / n) for a
+    # normal; taken at the sample's own shape (the uniform figure alone let a random TNT matrix of
+    # kurtosis -0.4 through).
+    spread = 0.49 + 0.51 * min(max((kurtosis + 1.2) / 1.2, 0.0), 1.0)
+    upper = kurtosis + 3.0 * spread * math.sqrt(24.0 / n)
     return float(np.interp(upper, kurt, edge))
 
 
@@ -170,7 +177,7 @@ def mean_z(mean: float, std: float, n: int) -> float | None:
 
 def trimmed_kurtosis(sample: np.ndarray) -> tuple[float, int] | None:
     """``(excess kurtosis, n)`` of the non-zero entries (a fixed strided subsample of at most 32768)
-    within 6 robust standard deviations (1.4826 x the median absolute deviation) of their median;
+    within 12 robust standard deviations (1.4826 x the median absolute deviation) of their median;
     None below 128 entries or when the spread is zero.
 
     Example:

@@ -26,6 +26,8 @@ class InspectReport:
     non_tensor_keys: tuple[str, ...]
     metadata: dict
     tensors: tuple[TensorStats, ...]
+    weight_sets: tuple[str | None, ...] = ()  # every weight set in the file; ``tensors`` are the first's
+    params_without_optimizer_state: tuple[str, ...] | None = None  # see ckpttool.optimizer_state
 
     @property
     def summary(self) -> dict:
@@ -53,6 +55,10 @@ class InspectReport:
             "sha256": self.sha256,
             "wrapper": self.wrapper,
             "non_tensor_keys": list(self.non_tensor_keys),
+            "weight_sets": list(self.weight_sets),
+            "params_without_optimizer_state": (
+                None if self.params_without_optimizer_state is None else list(self.params_without_optimizer_state)
+            ),
             "tensors": rows,
             "summary": self.summary,
         }
@@ -77,6 +83,8 @@ def inspect_file(path: str | Path) -> InspectReport:
             non_tensor_keys=tuple(ckpt.non_tensor_keys),
             metadata=dict(ckpt.metadata),
             tensors=stats,
+            weight_sets=tuple(ckpt.weight_sets),
+            params_without_optimizer_state=ckpt.params_without_optimizer_state,
         )
 
 

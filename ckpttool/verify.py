@@ -1,5 +1,8 @@
 """Verification: a file -> statistics -> verdict -> expectation and rules -> FileReport.
 
+A file holding several weight sets (``state_dict`` and ``state_dict_ema``...) has each judged:
+it passes only when every one meets the expectation, since a consumer may load any of them.
+
 This is the function the CLI, `generate`'s manifest check and the pruning runner's gate share.
 """
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
-from ckpttool.loading import load_checkpoint
+from ckpttool.loading import Checkpoint, load_checkpoint
 from ckpttool.rules import Rule, RuleResult, evaluate_rule, parse_rule
 from ckpttool.stats import TensorStats, compute_checkpoint_stats
 from ckpttool.verdict import Verdict, judge
@@ -37,6 +40,8 @@ class FileReport:
     non_tensor_keys: tuple[str, ...]
     metadata: dict  # provenance stored in the file by `generate`, if any
     stats: tuple[TensorStats, ...]
+    # Every other weight set the file holds (EMA copies...), judged too: a consumer may load any.
+    other_weight_sets: tuple[tuple[str, Verdict], ...] = ()
 
     @property
     def failure_reason(self) -> str | None:
@@ -46,6 +51,11 @@ class FileReport:
         parts = []
         if not verdict_meets(self.verdict.verdict, self.expected):
             parts.append(f"verdict {self.verdict.verdict}, expected {self.expected}")
+        parts += [
+            f"weight set {name}: verdict {v.verdict}, expected {self.expected}"
+            for name, v in self.other_weight_sets
+            if not verdict_meets(v.verdict, self.expected)
+        ]
         parts += [r.message for r in self.rules if not r.passed]
         return "; ".join(parts)
 
@@ -69,6 +79,10 @@ class FileReport:
             "reason": v.reason,
             "rules": [r.to_dict() for r in self.rules],
             "wrapper": self.wrapper,
+            "weight_sets": [
+                {"wrapper": name, "verdict": wv.verdict, "reason": wv.reason}
+                for name, wv in ((self.wrapper, v), *self.other_weight_sets)
+            ],
             "non_tensor_keys": list(self.non_tensor_keys),
         }
 
@@ -105,16 +119,17 @@ def judge_file(path: str | Path, *, include_head: bool = False, count_stem: bool
         'random'
     """
     with load_checkpoint(path) as ckpt:
-        return judge(compute_checkpoint_stats(ckpt), include_head=include_head, count_stem=count_stem,
-                     **layout_evidence(ckpt))
+        return judge_checkpoint(ckpt, include_head=include_head, count_stem=count_stem)[1]
 
 
-def layout_evidence(ckpt) -> dict:
-    """What the file itself says beyond its tensors' values, as ``judge`` keywords: whether its
-    names are in module order (safetensors sorts them) and which parameters its optimizer state
-    shows never received a gradient."""
-    return {"ordered": ckpt.format != "safetensors",
-            "untrained": getattr(ckpt, "params_without_optimizer_state", None)}
+def judge_checkpoint(ckpt: Checkpoint, *, include_head: bool = False,
+                     count_stem: bool = False) -> tuple[tuple[TensorStats, ...], Verdict]:
+    """``(stats, verdict)`` of one open weight set, with what the file says beyond its tensors'
+    values: whether its names are in module order (safetensors sorts them) and which parameters its
+    optimizer state shows never received a gradient."""
+    stats = tuple(compute_checkpoint_stats(ckpt))
+    return stats, judge(stats, include_head=include_head, count_stem=count_stem,
+                        ordered=ckpt.format != "safetensors", untrained=ckpt.params_without_optimizer_state)
 
 
 def verify_file(
@@ -138,9 +153,12 @@ def verify_file(
     with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
         # hashing releases the GIL: it runs on the second core while the statistics run here
         digest = pool.submit(file_sha256, path)
-        stats = tuple(compute_checkpoint_stats(ckpt))
-        verdict = judge(stats, include_head=include_head, count_stem=count_stem, **layout_evidence(ckpt))
+        stats, verdict = judge_checkpoint(ckpt, include_head=include_head, count_stem=count_stem)
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
+        others = []
+        for wrapper in ckpt.weight_sets[1:]:
+            with ckpt.select(wrapper) as other:
+                others.append((str(wrapper), judge_checkpoint(other, include_head=include_head, count_stem=count_stem)[1]))
         sha = digest.result()
         return FileReport(
             path=path,
@@ -148,13 +166,16 @@ def verify_file(
             sha256=sha,
             verdict=verdict,
             expected=expected,
-            passed=verdict_meets(verdict.verdict, expected) and all(r.passed for r in rule_results),
+            passed=verdict_meets(verdict.verdict, expected)
+            and all(verdict_meets(v.verdict, expected) for _, v in others)
+            and all(r.passed for r in rule_results),
             rules=rule_results,
             wrapper=ckpt.wrapper,
             stripped_prefixes=tuple(ckpt.stripped_prefixes),
             non_tensor_keys=tuple(ckpt.non_tensor_keys),
             metadata=dict(ckpt.metadata),
             stats=stats,
+            other_weight_sets=tuple(others),
         )
 
 

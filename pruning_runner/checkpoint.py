@@ -129,7 +129,11 @@ class CheckpointWriter:
 
 
 def load_run_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a run checkpoint with ``weights_only=True``."""
+    """Read a run checkpoint with ``weights_only=True``, after ckpttool's own reader checked it."""
+    from ckpttool.loading import check_torch_file
+
+    if path.exists():
+        check_torch_file(path)  # the same scan, storage checks and limits as every other torch file
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:

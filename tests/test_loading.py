@@ -191,7 +191,11 @@ def test_wrapper_priority_state_dict_over_model_over_ema(tmp_ckpt_dir, tiny_stat
     )
     with load_checkpoint(path) as ckpt:
         assert ckpt.wrapper == "state_dict"
-        assert ckpt.non_tensor_keys == ("state_dict_ema", "model", "model_ema")
+        # every other weight set is one a consumer may load (timm prefers EMA): listed, not "non-tensor"
+        assert ckpt.weight_sets == ("state_dict", "model", "state_dict_ema", "model_ema")
+        assert ckpt.non_tensor_keys == ()
+        with ckpt.select("state_dict_ema") as ema:
+            assert [t.name for t in ema.tensors] == ["x"] and ema.wrapper == "state_dict_ema"
     path = save_zip(tmp_ckpt_dir / "m2.pth", {"state_dict_ema": other, "model": tiny_state_dict})
     with load_checkpoint(path) as ckpt:
         assert ckpt.wrapper == "model"
@@ -501,10 +505,8 @@ def test_truncated_legacy_claiming_more_elements_than_bytes(tmp_ckpt_dir):
     path.write_bytes(data[: len(data) - (1 << 16) - 8])  # drop the storage's length field and bytes
     with pytest.raises(CheckpointFormatError) as err:
         load_checkpoint(path)
-    assert str(err.value) == (
-        f"{path} claims a tensor of {1 << 16} elements but the file has only {len(data) - (1 << 16) - 8} bytes; "
-        f"{TRUNC}"
-    )
+    assert str(err.value).startswith(f"{path} is not a readable torch checkpoint: storage ")
+    assert str(err.value).endswith(f"claims {1 << 16} bytes, more than the file; {TRUNC}")
 
 
 def test_truncated_pickle_inside_legacy_file(tmp_ckpt_dir):
@@ -524,9 +526,12 @@ def test_torch_zip_record_smaller_than_claimed(tmp_ckpt_dir):
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, "w") as zout:
         for name in zin.namelist():
             zout.writestr(name, zin.read(name)[:16] if name.endswith("data/0") else zin.read(name))
-    with pytest.raises(CheckpointFormatError, match=r"is not a readable torch checkpoint") as err:
+    with pytest.raises(CheckpointFormatError) as err:
         load_checkpoint(path)
-    assert isinstance(err.value.__cause__, RuntimeError)
+    assert str(err.value) == (
+        f"{path} is not a readable torch checkpoint: storage '0' claims 4096 float32 elements (16384 bytes) "
+        f"but its member holds 16 bytes; {TRUNC}"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "torch-zip", "torch-legacy"])
@@ -627,7 +632,24 @@ def test_benign_protocol_4_zip_is_reported_not_loaded_unsafely(tmp_ckpt_dir, rec
     with pytest.raises(CheckpointFormatError) as err:
         load_checkpoint(path)
     assert str(err.value) == (
-        f"{path} cannot be read by torch's weights-only unpickler (Unsupported operand 149); "
-        "re-save it with torch.save(model.state_dict())"
+        f"{path} uses pickle opcode FRAME (protocol 4), which torch's weights-only loader does not accept "
+        "either (torch.save writes protocol 2); re-save it with torch.save(model.state_dict())"
     )
     assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_check_torch_file_applies_the_reader_checks_to_any_torch_file(tmp_path):
+    """The runner's resume checkpoints (optimizer + RNG state) go through the same checks first."""
+    import random as _random
+
+    from ckpttool.loading import check_torch_file
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    payload = {"format_version": 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
+               "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": _random.getstate()}}
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    check_torch_file(tmp_path / "checkpoint.pt")  # passes
+    torch.save({"x": torch.ones(1, 4).expand(4096, 4)}, tmp_path / "bad.pt")
+    with pytest.raises(UnsafeCheckpointError, match="overlapping strides"):
+        check_torch_file(tmp_path / "bad.pt")

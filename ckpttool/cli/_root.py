@@ -6,6 +6,7 @@ Set CKPTTOOL_DEBUG=1 to see the traceback of a known error as well.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -49,6 +50,22 @@ def cli() -> None:
     """ckpttool: build, inspect, verify and back up init checkpoints; run gated structured pruning."""
 
 
+# Packages of the `torch` extra: the light install (verify, inspect, backup, restore, runs) has none.
+_TORCH_EXTRA = frozenset({"torch", "torchvision", "timm", "matplotlib", "sklearn"})
+
+
+def _missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The one line for a command that needs a package of an extra that is not installed."""
+    root = (error.name or "").partition(".")[0]
+    if root not in _TORCH_EXTRA:
+        return None
+    command = next((a for a in sys.argv[1:] if a in _COMMANDS), "this command")
+    return (
+        f"`ckpttool {command}` needs {root}, which is not installed (the light install verifies, inspects "
+        "and backs up without it); install it with: pip install 'ckpttool[torch]'"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: the single error boundary."""
     try:
@@ -64,6 +81,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         fail_line(str(e))
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        extra = _missing_extra(e)
+        if extra is None or os.environ.get("CKPTTOOL_DEBUG"):
+            raise
+        fail_line(extra)
+        sys.exit(2)
     except KeyboardInterrupt:
         fail_line("interrupted")
         sys.exit(130)

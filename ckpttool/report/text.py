@@ -60,6 +60,8 @@ def _render_file(con, f: FileReport) -> None:
         line(f"input layer looks untouched (not counted; --count-stem counts it): {', '.join(v.uncounted_groups)}")
     if v.head:
         line("head: " + ", ".join(f"{h.name} ({h.status})" for h in v.head))
+    for name, other in f.other_weight_sets:  # EMA copies...: judged too, a consumer may load them
+        line(f"weight set '{name}': {other.verdict}; {other.reason}")
     if f.wrapper or f.non_tensor_keys:
         extra = []
         if f.wrapper:

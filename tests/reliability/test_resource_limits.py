@@ -80,13 +80,13 @@ def hostile_size_files(folder: Path) -> dict[str, str]:
     huge = b"\x8a\x06" + (2**40).to_bytes(6, "little")  # storage and tensor both claim 2**40 elements
     pkl = b"".join(huge if op == b"M\x00\x10" else op for op in A.pickle_ops(dict(members)[data_pkl]))
     zp.write_bytes(A.build_zip([(n, pkl if n == data_pkl else d) for n, d in members]))
-    files[str(zp)] = "Trying to resize storage that is not resizable|does not match expected size"
+    files[str(zp)] = r"claims 1099511627776 float32 elements \(4398046511104 bytes\) but its member holds 16384 bytes"
     legacy = A.legacy_bytes()
     parts = A.legacy_parts(legacy)
     parts[3] = _numel_to_huge(parts[3], 2**40)
     lp = folder / "huge_storage.pt"
     lp.write_bytes(b"".join(parts))
-    files[str(lp)] = "claims a tensor of 1099511627776 elements but the file has only"
+    files[str(lp)] = r"claims 4398046511104 bytes, more than the file"
     parts = A.legacy_parts(legacy)  # an opcode claiming a 2**62-byte string inside the object pickle
     ops = A.pickle_ops(parts[3])
     parts[3] = b"".join([*ops[:2], b"\x8d" + struct_q(1 << 62) + b"abc", *ops[2:]])
