@@ -109,14 +109,28 @@ def evaluate(model, x, y, batch: int = 512) -> float:
     return correct / len(y)
 
 
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where :func:`train_on_digits` is: after a batch, or (``test_acc`` set) after an epoch's evaluation."""
+
+    epoch: int  # 0-based
+    epochs: int  # the maximum (training may stop early at its target accuracy)
+    batch: int  # batches done in this epoch
+    batches: int  # batches per epoch
+    test_acc: float | None  # set once the epoch is evaluated
+
+
 def train_on_digits(model, data: DigitsData, *, epochs: int = 20, lr: float = 1e-3, batch: int = 64,
                     seed: int = 0, max_seconds: float | None = None,
                     target_acc: float | None = None,
-                    lr_scale: dict[str, float] | None = None) -> dict[str, float]:
+                    lr_scale: dict[str, float] | None = None,
+                    on_progress: Callable[[TrainProgress], None] | None = None) -> dict[str, float]:
     """Train with AdamW + cosine schedule; stop early at ``max_seconds`` or ``target_acc`` (checked
     per epoch on the test split). ``lr_scale`` maps a parameter-name prefix to a learning-rate
     multiplier: 1,797 grey 8x8 digits move a ViT's patch embedding far less than ImageNet does, so
-    callers that need it to look trained give it a larger rate. Returns ``{"acc", "epochs", "seconds"}``."""
+    callers that need it to look trained give it a larger rate. ``on_progress`` is called after
+    every batch and after each epoch's evaluation (with its accuracy). Returns
+    ``{"acc", "epochs", "seconds"}``."""
     import torch
 
     torch.manual_seed(seed)
@@ -133,7 +147,8 @@ def train_on_digits(model, data: DigitsData, *, epochs: int = 20, lr: float = 1e
     t0 = time.perf_counter()
     done = 0
     acc = 0.0
-    for _epoch in range(epochs):
+    batches = (len(data.train_y) + batch - 1) // batch
+    for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(data.train_y), generator=gen)
         for i in range(0, len(perm), batch):
@@ -144,8 +159,12 @@ def train_on_digits(model, data: DigitsData, *, epochs: int = 20, lr: float = 1e
             loss.backward()
             opt.step()
             sched.step()
+            if on_progress is not None:
+                on_progress(TrainProgress(epoch, epochs, i // batch + 1, batches, None))
         done += 1
         acc = evaluate(model, data.test_x, data.test_y)
+        if on_progress is not None:
+            on_progress(TrainProgress(epoch, epochs, batches, batches, acc))
         if target_acc is not None and acc >= target_acc:
             break
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:

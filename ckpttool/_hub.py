@@ -1,18 +1,25 @@
-"""The one module that imports huggingface_hub: locate and fetch pretrained weight files.
+"""The one module that imports huggingface_hub: locate and fetch files from the Hugging Face hub.
 
 We download the weight file ourselves (``hf_hub_download``: its own progress bar, its own cache,
-``HF_HUB_OFFLINE``) rather than letting ``timm.create_model(pretrained=True)`` do it, so that we
-know the exact file, its commit and its sha256 for provenance, can pin ``--revision``, and turn
-every failure into a :class:`WeightsUnavailableError`. Nothing here ever falls back to random
-weights: that silent fallback is the bug this tool exists to prevent.
+resumable downloads, ``HF_HUB_OFFLINE``) rather than letting ``timm.create_model(pretrained=True)``
+do it, so that we know the exact file, its commit and its sha256 for provenance, can pin
+``--revision``, and turn every failure into a :class:`WeightsUnavailableError` whose one line says
+what happened and what to do. Nothing here ever falls back to random weights: that silent fallback
+is the bug this tool exists to prevent.
 
-``HF_HUB_OFFLINE`` and ``HF_HUB_CACHE`` are read at call time (huggingface_hub reads them once at
-import), so a process can point at a prepared cache after importing.
+What huggingface_hub checks and what we add: it compares the received size with the advertised
+one; we also compare the file's sha256 with the advertised LFS ETag (the blob name in its cache),
+so a body of the right size but the wrong content is refused and removed from the cache.
+
+``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and ``HF_ENDPOINT`` are read at call time (huggingface_hub
+reads them once at import), so a process can point at a prepared cache after importing. The
+download timeout (``HF_HUB_DOWNLOAD_TIMEOUT``) is huggingface_hub's, read at its import.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,21 +28,26 @@ from ckpttool.errors import WeightsUnavailableError
 # timm's hub repos hold these; safetensors first (no pickle), the .bin is loaded by our safe loader.
 DEFAULT_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 _FIX = "run once with network access to fill the cache, or pass --weights-file PATH"
+_AUTH = ("log in with `hf auth login` (or set HF_TOKEN to a token with read access) and accept the "
+         "model's terms on its hub page")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SIZE_MISMATCH = re.compile(r"should be of size (\d+) but has size (\d+)")
 
 
 @dataclass(frozen=True)
 class HubWeights:
-    """A weight file obtained from the Hugging Face hub (or its local cache)."""
+    """A file obtained from the Hugging Face hub (or its local cache)."""
 
     repo_id: str  # e.g. "timm/vit_small_patch16_224.augreg_in21k_ft_in1k"
     filename: str  # file inside the repo
     revision: str | None  # what was asked for (branch, tag or commit); None = the default branch
-    commit: str | None  # the commit the cached file belongs to, when the cache layout tells
+    commit: str | None  # the commit the cached file belongs to (what the hub resolved the revision to)
     path: Path  # local file in the cache
+    sha256: str = ""  # of the local file
 
     def to_dict(self) -> dict:
         return {"repo_id": self.repo_id, "filename": self.filename, "revision": self.revision,
-                "commit": self.commit}
+                "commit": self.commit, "sha256": self.sha256}
 
 
 def is_offline() -> bool:
@@ -51,6 +63,12 @@ def hub_cache_dir() -> str | None:
     if os.environ.get("HF_HOME"):
         return str(Path(os.environ["HF_HOME"]) / "hub")
     return None
+
+
+def hub_endpoint() -> str | None:
+    """``HF_ENDPOINT`` now (a mirror or a local hub), or None for huggingface.co."""
+    value = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/")
+    return value or None
 
 
 def resolve_hub_source(pretrained_cfg) -> tuple[str, str | None, tuple[str, ...]]:
@@ -87,61 +105,223 @@ def download_weights(repo_id: str, *, revision: str | None = None,
         filenames: candidates in order of preference.
 
     Raises:
-        WeightsUnavailableError: not cached while offline, download failed, repo/revision/file
-            missing. One line naming the repo and file, and the fix.
+        WeightsUnavailableError: not cached while offline, download failed (dropped, stalled,
+            truncated, altered), repo/revision/file missing, gated. One line naming the repo and
+            file, and the fix. Nothing is left in the cache under the file's name.
 
     Example:
         >>> w = download_weights("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k")  # doctest: +SKIP
         >>> w.path.name
         'model.safetensors'
     """
+    where = f"{repo_id}" + (f"@{revision}" if revision else "")
+    not_cached: list[str] = []
+    for filename in filenames:
+        got = _fetch(repo_id, filename, revision, not_cached)
+        if got is not None:
+            return got
+    if not_cached:
+        raise _not_cached_error(where, not_cached[0])
+    raise WeightsUnavailableError(
+        f"{where} has none of {', '.join(filenames)}; pass --weights-file PATH")
+
+
+def download_file(repo_id: str, filename: str, *, revision: str | None = None) -> HubWeights:
+    """Fetch one file of a hub repo into the huggingface_hub cache (progress bar on stderr).
+
+    Raises:
+        WeightsUnavailableError: as :func:`download_weights`; also when the repo lacks the file.
+
+    Example:
+        >>> download_file("timm/resnet18.a1_in1k", "model.safetensors").commit  # doctest: +SKIP
+        '491b427b45c94c7fb0e78b5474cc919aff584bbf'
+    """
+    where = f"{repo_id}" + (f"@{revision}" if revision else "")
+    not_cached: list[str] = []
+    got = _fetch(repo_id, filename, revision, not_cached)
+    if got is not None:
+        return got
+    if not_cached:
+        raise _not_cached_error(where, filename)
+    raise WeightsUnavailableError(
+        f"{where} has no file {filename!r} (the hub answered 404 for it); check the file name in the repo")
+
+
+# -- internals ------------------------------------------------------------------------------------
+
+def _fetch(repo_id: str, filename: str, revision: str | None, not_cached: list[str]) -> HubWeights | None:
+    """One file; None when the repo does not have it (or, offline, when it is not cached)."""
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError as e:  # pragma: no cover - it is a declared dependency
         raise WeightsUnavailableError(
             "huggingface_hub is not installed; `pip install huggingface_hub`, or pass --weights-file PATH") from e
 
     offline = is_offline()
-    cache_dir = hub_cache_dir()
-    where = f"{repo_id}" + (f"@{revision}" if revision else "")
-    not_cached: list[str] = []
-    for filename in filenames:
-        try:
-            local = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                    local_files_only=offline)
-        except LocalEntryNotFoundError:
-            not_cached.append(filename)
-            continue
-        except RevisionNotFoundError as e:
-            raise WeightsUnavailableError(
-                f"revision {revision!r} not found in {repo_id}; pass an existing branch, tag or commit") from e
-        except EntryNotFoundError:
-            continue  # the repo does not have this file: try the next candidate
-        except RepositoryNotFoundError as e:
-            raise WeightsUnavailableError(
-                f"hub repository {repo_id} not found (or gated); pass --weights-file PATH") from e
-        except (HfHubHTTPError, OSError, ValueError) as e:
-            raise WeightsUnavailableError(
-                f"could not download {where}/{filename}: {_first_line(e)}; {_FIX}") from e
-        local_path = Path(local)
-        return HubWeights(repo_id=repo_id, filename=filename, revision=revision,
-                          commit=_commit_from_cache_path(local_path, filename), path=local_path)
-    if not_cached:
-        mode = "HF_HUB_OFFLINE is set and " if offline else "the hub could not be reached and "
-        from huggingface_hub.constants import HF_HUB_CACHE
+    try:
+        local = hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir(),
+                                endpoint=hub_endpoint(), local_files_only=offline)
+    except LocalEntryNotFoundError as e:
+        if offline:
+            not_cached.append(filename)  # another candidate may be cached
+            return None
+        raise _translate(e, repo_id, filename, revision) from e
+    except EntryNotFoundError as e:
+        if _status(e) in (401, 403):
+            raise _translate(e, repo_id, filename, revision) from e
+        return None  # the repo does not have this file
+    except (*_transport_errors(), OSError, ValueError) as e:
+        raise _translate(e, repo_id, filename, revision) from e
+    local_path = Path(local)
+    sha = _check_blob(local_path, repo_id, filename, revision)
+    return HubWeights(repo_id=repo_id, filename=filename, revision=revision,
+                      commit=_commit_from_cache_path(local_path, filename), path=local_path, sha256=sha)
 
-        cache = cache_dir or HF_HUB_CACHE
+
+def _check_blob(path: Path, repo_id: str, filename: str, revision: str | None) -> str:
+    """sha256 of the downloaded file; compared with the hub's LFS ETag, which names the cached blob.
+
+    huggingface_hub checks the size only: a body of the right length but other bytes (a broken
+    proxy, a bad mirror, disk corruption) would otherwise be used. A mismatch removes the blob and
+    its snapshot entry, so the next run downloads again instead of reusing the bad copy.
+    """
+    from ckpttool.hashing import file_sha256
+
+    sha = file_sha256(path)
+    blob = path.resolve()
+    etag = blob.name
+    if path.is_symlink() and _SHA256.match(etag) and etag != sha:
+        for p in (path, blob):
+            try:
+                p.unlink()
+            except OSError:
+                pass
         raise WeightsUnavailableError(
-            f"pretrained weights {where}/{not_cached[0]} unavailable: {mode}the file is not in {cache}; {_FIX}")
-    raise WeightsUnavailableError(
-        f"{where} has none of {', '.join(filenames)}; pass --weights-file PATH")
+            f"downloaded {_where(repo_id, revision)}/{filename} does not match the hub's sha256: got {sha}, "
+            f"the hub advertised {etag} (the transfer was altered; the bad copy was removed from the cache); "
+            "run again, and check any proxy or HF_ENDPOINT mirror in between")
+    return sha
+
+
+def _translate(e: BaseException, repo_id: str, filename: str, revision: str | None) -> WeightsUnavailableError:
+    """One clear line for whatever huggingface_hub or its HTTP stack raised."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{_where(repo_id, revision)}/{filename}"
+    host = hub_endpoint() or constants.ENDPOINT
+    cause = _root_cause(e)
+    status = _status(cause)
+    if isinstance(cause, GatedRepoError) or status in (401, 403) and not isinstance(cause, RevisionNotFoundError):
+        return WeightsUnavailableError(
+            f"hub repository {repo_id} is gated or private (HTTP {status}) and this request was not allowed: "
+            f"{_AUTH}, then run again; or pass --weights-file PATH")
+    if isinstance(cause, RepositoryNotFoundError):
+        return WeightsUnavailableError(
+            f"hub repository {repo_id} not found on {host} (HTTP {status}); check the model name and tag, "
+            f"or, if it is private, {_AUTH}; or pass --weights-file PATH")
+    if isinstance(cause, RevisionNotFoundError):
+        return WeightsUnavailableError(
+            f"revision {revision!r} not found in {repo_id}; pass an existing branch, tag or commit")
+    if status is not None:
+        return WeightsUnavailableError(
+            f"the hub at {host} answered HTTP {status} for {where}; nothing was written; "
+            "try again later, or pass --weights-file PATH")
+    kind = _transport_kind(cause)
+    if kind == "timeout":
+        return WeightsUnavailableError(
+            f"download of {where} from {host} stalled: no data for {constants.HF_HUB_DOWNLOAD_TIMEOUT} s "
+            "(HF_HUB_DOWNLOAD_TIMEOUT), also after huggingface_hub's retries; nothing was written; "
+            "run again when the network is back (the download resumes)")
+    if kind == "network":
+        return WeightsUnavailableError(
+            f"connection to {host} failed or dropped while downloading {where}, also after huggingface_hub's "
+            f"retries ({_first_line(cause)}); nothing was written; run again when the network is back "
+            "(the download resumes)")
+    m = _SIZE_MISMATCH.search(str(cause))
+    if m:
+        return WeightsUnavailableError(
+            f"download of {where} is incomplete: received {m[2]} bytes, the hub advertised {m[1]}; "
+            "nothing was written; run again")
+    if isinstance(e, LocalEntryNotFoundError):
+        return WeightsUnavailableError(
+            f"could not download {where} from {host} and it is not in the cache: {_first_line(cause)}; {_FIX}")
+    return WeightsUnavailableError(f"could not download {where}: {_first_line(cause)}; {_FIX}")
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The most telling exception in the chain: huggingface_hub wraps HTTP and network failures in
+    LocalEntryNotFoundError / ValueError with the original as ``__cause__``."""
+    seen = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if _status(cur) is not None or _transport_kind(cur) is not None:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return e
+
+
+def _status(e: BaseException) -> int | None:
+    response = getattr(e, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """HTTP-stack exception bases of whichever stack this huggingface_hub uses (httpx2, httpx or requests)."""
+    found: list[type[BaseException]] = []
+    for module, names in (("httpx2", ("HTTPError", "InvalidURL", "StreamError")),
+                          ("httpx", ("HTTPError", "InvalidURL", "StreamError")),
+                          ("requests", ("RequestException",)), ("urllib3.exceptions", ("HTTPError",))):
+        mod = _maybe_import(module)
+        found += [getattr(mod, n) for n in names if mod is not None and isinstance(getattr(mod, n, None), type)]
+    return tuple(found)
+
+
+def _transport_kind(e: BaseException) -> str | None:
+    """'timeout' | 'network' | None, by class name across httpx2 / httpx / requests / urllib3."""
+    names = {c.__name__ for c in type(e).__mro__}
+    module = type(e).__module__.split(".")[0]
+    if module not in {"httpx2", "httpx", "httpcore", "requests", "urllib3", "socket", "builtins"}:
+        return None
+    if names & {"TimeoutException", "Timeout", "TimeoutError", "ReadTimeoutError"}:
+        return "timeout"
+    if names & {"NetworkError", "RemoteProtocolError", "ProtocolError", "ConnectError", "ConnectionError",
+                "ChunkedEncodingError", "ProxyError", "NewConnectionError"}:
+        return "network"
+    return None
+
+
+def _maybe_import(name: str):
+    import importlib
+    import sys
+
+    if name.split(".")[0] not in sys.modules:  # only stacks huggingface_hub actually loaded
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def _not_cached_error(where: str, filename: str) -> WeightsUnavailableError:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cache = hub_cache_dir() or HF_HUB_CACHE
+    return WeightsUnavailableError(
+        f"pretrained weights {where}/{filename} unavailable: HF_HUB_OFFLINE is set and the file is not "
+        f"in {cache}; {_FIX}")
+
+
+def _where(repo_id: str, revision: str | None) -> str:
+    return repo_id + (f"@{revision}" if revision else "")
 
 
 def _commit_from_cache_path(path: Path, filename: str) -> str | None:
@@ -154,5 +334,5 @@ def _commit_from_cache_path(path: Path, filename: str) -> str | None:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return text[0] if text else type(e).__name__

@@ -9,7 +9,8 @@
 4. `backup` the pretrained file, clobber it, `restore` it byte for byte.
 5. The pruning runner's gate refuses the random init; then a short gated Refill run on digits.
 
-The library yields one :class:`DemoStep` per step; the CLI renders them.
+The library yields one :class:`DemoStep` per step and reports progress inside the long steps
+(training, the pruning run) as :class:`DemoProgress` events to a callback; the CLI renders both.
 """
 
 from __future__ import annotations
@@ -41,7 +42,21 @@ class DemoStep:
     data: dict = field(default_factory=dict)  # machine-readable figures
 
 
-def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0) -> dict:
+@dataclass(frozen=True)
+class DemoProgress:
+    """Progress inside a long demo step, for a progress bar."""
+
+    step: str  # "train" (the stand-in weights) | "run" (the pruning run)
+    completed: float  # in epochs
+    total: float  # in epochs (training may finish early, at its target accuracy)
+    detail: str  # e.g. "epoch 3/20, test acc 71.2%"
+
+
+DemoProgressCallback = Callable[[DemoProgress], None]
+
+
+def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0,
+                          progress: DemoProgressCallback | None = None) -> dict:
     """Train vit_tiny (4 blocks) on digits (32 px, patch 8) and save its state dict as safetensors.
 
     Stops early once test accuracy reaches 90%. The patch embedding gets 10x the learning rate:
@@ -55,8 +70,20 @@ def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0) -> dic
     torch.manual_seed(seed)
     model = timm.create_model("vit_tiny_patch16_224", num_classes=10, **SOURCE_GEOMETRY, **MODEL_KWARGS)
     data = cal.load_digits_data(img_size=SOURCE_GEOMETRY["img_size"], seed=seed, channels=3)
+    last_acc: list[float] = []
+
+    def on_progress(p: cal.TrainProgress) -> None:
+        if progress is None:
+            return
+        if p.test_acc is not None:
+            last_acc[:] = [p.test_acc]
+        acc = f", test acc {last_acc[0]:.1%}" if last_acc else ""
+        progress(DemoProgress("train", p.epoch + p.batch / p.batches, p.epochs,
+                              f"epoch {p.epoch + 1}/{p.epochs}{acc} (stops at 90%)"))
+
     info = cal.train_on_digits(
-        model, data, epochs=epochs, lr=5e-4, batch=16, seed=seed, target_acc=0.9, lr_scale={"patch_embed": 10.0}
+        model, data, epochs=epochs, lr=5e-4, batch=16, seed=seed, target_acc=0.9, lr_scale={"patch_embed": 10.0},
+        on_progress=on_progress,
     )
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +91,16 @@ def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0) -> dic
     return {"test_acc": info["acc"], "epochs": info["epochs"], "sha256": sha}
 
 
-def run_demo(workdir: str | Path, *, run_epochs: int = 2, standin_epochs: int = 20) -> Iterator[DemoStep]:
-    """Run the demo in ``workdir`` (created), yielding each step as it finishes."""
+def run_demo(workdir: str | Path, *, run_epochs: int = 2, standin_epochs: int = 20,
+             progress: DemoProgressCallback | None = None) -> Iterator[DemoStep]:
+    """Run the demo in ``workdir`` (created), yielding each step as it finishes.
+
+    Args:
+        workdir: folder for every file the demo writes.
+        run_epochs: epochs per pruning state in the runner step.
+        standin_epochs: most epochs for the stand-in weights (stops at 90% test accuracy).
+        progress: called with :class:`DemoProgress` during the long steps.
+    """
     from ckpttool.backup import backup_file, restore_backup
     from ckpttool.errors import GateRefusedError
     from ckpttool.generate import GenerateRequest, generate_init
@@ -77,7 +112,7 @@ def run_demo(workdir: str | Path, *, run_epochs: int = 2, standin_epochs: int = 
     clock = _Clock()
 
     weights = work / "standin_hub_weights" / "vit_tiny_digits_32px_patch8.safetensors"
-    trained = train_standin_weights(weights, epochs=standin_epochs)
+    trained = train_standin_weights(weights, epochs=standin_epochs, progress=progress)
     yield DemoStep(
         "Train stand-in pretrained weights (no network: this replaces the hub download)",
         trained["test_acc"] > 0.8,
@@ -171,7 +206,8 @@ def run_demo(workdir: str | Path, *, run_epochs: int = 2, standin_epochs: int = 
         clock.lap(),
     )
 
-    result = run_pruning(RunConfig(init=str(pre.path), out=str(work / "runs" / "refill_digits"), **base))
+    result = run_pruning(RunConfig(init=str(pre.path), out=str(work / "runs" / "refill_digits"), **base),
+                         listener=_RunProgress(progress) if progress is not None else None)
     lines = [
         f"state {s['state']}: {s['kept_heads']}/{s['total_heads']} heads, {s['kept_neurons']}/{s['total_neurons']} "
         f"neurons, test acc {s['test_acc_at_best_val']:.1%}"
@@ -189,6 +225,40 @@ def run_demo(workdir: str | Path, *, run_epochs: int = 2, standin_epochs: int = 
 
 def _fmt_counts(counts: dict) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "n/a"
+
+
+class _RunProgress:
+    """Turns the pruning runner's events (pruning_runner.events) into DemoProgress for a bar."""
+
+    def __init__(self, progress: DemoProgressCallback) -> None:
+        self.progress = progress
+        self.states = self.epochs = 1
+        self.state = self.epoch = 0
+        self.steps = 1
+        self.val = ""
+
+    def __call__(self, event) -> None:
+        from pruning_runner import events as ev
+
+        if isinstance(event, ev.RunStarted):
+            self.states, self.epochs = event.states, event.epochs
+            self._emit(0.0)
+        elif isinstance(event, ev.EpochStarted):
+            self.state, self.epoch = event.state, event.epoch
+            self.steps = max(1, event.steps)
+            self._emit(event.start_step / self.steps)
+        elif isinstance(event, ev.StepDone):
+            self._emit(event.step / self.steps)
+        elif isinstance(event, ev.EpochEnded):
+            acc = event.metrics.get("val_acc")
+            self.val = f", val acc {acc:.1%}" if isinstance(acc, (int, float)) else ""
+            self._emit(1.0)
+
+    def _emit(self, epoch_fraction: float) -> None:
+        done = self.state * self.epochs + self.epoch + epoch_fraction
+        self.progress(DemoProgress("run", done, self.states * self.epochs,
+                                   f"state {self.state + 1}/{self.states}, epoch {self.epoch + 1}/{self.epochs}"
+                                   f"{self.val}"))
 
 
 class _Clock:

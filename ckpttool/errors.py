@@ -67,3 +67,12 @@ class RunInterruptedError(CkptError):
 
 class ResourceExhaustedError(CkptError, MemoryError):
     """The accelerator ran out of memory; the message suggests a smaller batch size."""
+
+
+class BatchFailedError(CkptError):
+    """Some files of a batch (``generate --all``) failed; the others were written. Exits with the
+    worst failure's code."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -202,8 +202,37 @@ class GenerateProgress:
     index: int  # 0-based position in the matrix
     total: int
     request: GenerateRequest
-    stage: str  # "start" | "done"
+    stage: str  # "start" | "done" | "failed"
     result: GeneratedInit | None = None
+    error: str | None = None  # the one-line message when stage == "failed"
+
+
+@dataclass(frozen=True)
+class GenerateFailure:
+    """A file of a batch that was not written, and why."""
+
+    request: GenerateRequest
+    path: Path | None  # the destination it would have had (None if the request itself was invalid)
+    error: str  # the one-line message
+    kind: str  # the error class name, e.g. "WeightsUnavailableError"
+    exit_code: int  # what this failure alone would exit with
+
+    def to_dict(self) -> dict:
+        return {"arch": self.request.arch, "dataset": self.request.dataset, "init": self.request.init,
+                "path": str(self.path) if self.path is not None else None, "error": self.error, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What :func:`generate_each` wrote and what failed."""
+
+    written: tuple[GeneratedInit, ...]
+    failed: tuple[GenerateFailure, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every file was written, else the worst failure's exit code."""
+        return max((f.exit_code for f in self.failed), default=0)
 
 
 # -- public functions -----------------------------------------------------------------------------
@@ -401,6 +430,42 @@ def generate_matrix(requests: Iterable[GenerateRequest], *,
     return results
 
 
+def generate_each(requests: Iterable[GenerateRequest], *,
+                  progress: Callable[[GenerateProgress], None] | None = None) -> BatchOutcome:
+    """Generate several files; a file that fails is recorded and the next one is still tried.
+
+    A failed file writes nothing (see :func:`generate_init`); files already written stay. Only
+    ckpttool's own errors are recorded: anything else is a bug and propagates.
+
+    Args:
+        requests: e.g. from :func:`matrix_requests`.
+        progress: called with a :class:`GenerateProgress` before and after each file
+            (stage ``"done"`` or ``"failed"``).
+    """
+    from ckpttool.errors import CkptError
+
+    requests = list(requests)
+    written, failed = [], []
+    for i, req in enumerate(requests):
+        if progress:
+            progress(GenerateProgress(i, len(requests), req, "start"))
+        try:
+            result = generate_init(req)
+        except CkptError as e:
+            try:
+                dest = resolve_output_path(req)
+            except CkptError:
+                dest = None
+            failed.append(GenerateFailure(req, dest, str(e), type(e).__name__, e.exit_code))
+            if progress:
+                progress(GenerateProgress(i, len(requests), req, "failed", error=str(e)))
+            continue
+        written.append(result)
+        if progress:
+            progress(GenerateProgress(i, len(requests), req, "done", result))
+    return BatchOutcome(tuple(written), tuple(failed))
+
+
 def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = False):
     """The verdict of in-memory torch tensors (adapter onto ckpttool.stats + ckpttool.verdict).
 
@@ -478,7 +543,7 @@ def _load_source(request: GenerateRequest, arch: ArchSpec) -> tuple[dict, Weight
     hub = _hub.download_weights(repo_id, revision=request.revision or embedded_rev, filenames=filenames)
     sd = load_state_dict(hub.path)
     return sd, WeightsSource(kind="hub", repo_id=hub.repo_id, filename=hub.filename, revision=hub.revision,
-                             commit=hub.commit, path=str(hub.path), sha256=file_sha256(hub.path),
+                             commit=hub.commit, path=str(hub.path), sha256=hub.sha256,
                              seed=request.seed)
 
 

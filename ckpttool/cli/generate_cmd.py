@@ -9,6 +9,7 @@ import click
 from ckpttool.cli._options import format_option
 from ckpttool.cli._output import emit_json, is_json, stderr_console, stdout_console
 from ckpttool.errors import InvalidArgumentError, VerdictMismatchError
+from ckpttool.report.escape import escape_markup, escape_text
 
 _WEIGHT_INIT_CHOICES = ["default", "jax", "jax_nlhb", "moco"]
 
@@ -50,13 +51,16 @@ def command(arch, dataset, inits, num_classes, img_size, patch_size, revision, w
     --weights-file; there is never a fallback to random weights. Every tensor is reported as
     pretrained, resampled or fresh, and the verdict must match --init before anything is written.
     """
+    from ckpttool._threads import apply_cpu_thread_policy
     from ckpttool.generate import (
         GenerateRequest,
+        generate_each,
         generate_init,
-        generate_matrix,
         matrix_requests,
         parse_model_kwargs,
     )
+
+    apply_cpu_thread_policy()
 
     base = GenerateRequest(
         arch=arch or "", dataset=dataset, init=(inits[0] if inits else "pretrained"),
@@ -72,7 +76,8 @@ def command(arch, dataset, inits, num_classes, img_size, patch_size, revision, w
             if weights_file is not None:
                 raise InvalidArgumentError("--all builds several archs; --weights-file fits one, drop it")
             requests = matrix_requests(base, inits=tuple(dict.fromkeys(inits)) or ("pretrained",))
-            results = _run_matrix(requests, generate_matrix, quiet=is_json(fmt))
+            outcome = _run_matrix(requests, generate_each, quiet=is_json(fmt))
+            results = list(outcome.written)
         else:
             if not arch:
                 raise InvalidArgumentError("pass --arch (e.g. vit_small), or --all")
@@ -85,14 +90,26 @@ def command(arch, dataset, inits, num_classes, img_size, patch_size, revision, w
         _render_refusal(e)
         raise
     if is_json(fmt):
-        emit_json(results[0].to_dict() if not all_ else {"files": [r.to_dict() for r in results]})
+        emit_json(results[0].to_dict() if not all_ else {
+            "files": [r.to_dict() for r in results], "failed": [f.to_dict() for f in outcome.failed]})
     elif all_:
-        _render_summary(results)
+        _render_summary(results, outcome.failed)
     else:
         _render_one(results[0])
+    if all_ and outcome.failed:
+        from ckpttool.errors import BatchFailedError
+
+        raise BatchFailedError(
+            f"generate --all: {len(outcome.failed)} of {len(requests)} files failed (listed above: "
+            f"{', '.join(_label(f.request) for f in outcome.failed)}); the other {len(results)} were written",
+            exit_code=outcome.exit_code)
 
 
-def _run_matrix(requests, generate_matrix, *, quiet: bool):
+def _label(request) -> str:
+    return f"{request.arch} {request.dataset} {request.init}"
+
+
+def _run_matrix(requests, generate_each, *, quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -102,11 +119,14 @@ def _run_matrix(requests, generate_matrix, *, quiet: bool):
         def on_progress(ev):
             r = ev.request
             if ev.stage == "start":
-                bar.update(task, description=f"{r.arch} {r.dataset} {r.init}")
+                bar.update(task, description=_label(r))
             else:
+                if ev.stage == "failed":
+                    bar.console.print(escape_text(f"{_label(r)}: failed - {ev.error}"), markup=False,
+                                      highlight=False)
                 bar.advance(task)
 
-        return generate_matrix(requests, progress=on_progress)
+        return generate_each(requests, progress=on_progress)
 
 
 def _origin_table(built):
@@ -155,7 +175,7 @@ def _render_one(result) -> None:
     con.print(f"sha256 {result.sha256}  ({result.size} bytes; pinned in {result.manifest})")
 
 
-def _render_summary(results) -> None:
+def _render_summary(results, failed=()) -> None:
     from rich.table import Table
 
     table = Table()
@@ -165,7 +185,14 @@ def _render_summary(results) -> None:
         c = r.built.origin_counts()
         table.add_row(str(r.path), r.built.verdict.verdict, str(c["pretrained"]), str(c["resampled"]),
                       str(c["fresh"]), r.sha256[:16])
-    stdout_console().print(table)
+    for f in failed:
+        table.add_row(escape_markup(f.path or _label(f.request)), "[red]FAILED[/] (not written)", "-", "-", "-", "-")
+    con = stdout_console()
+    con.print(table)
+    if failed:
+        con.print(f"{len(failed)} of {len(failed) + len(results)} files failed, nothing written for them:")
+        for f in failed:
+            con.print(escape_text(f"  {_label(f.request)}: {f.error}"), markup=False, highlight=False)
 
 
 def _render_refusal(e: VerdictMismatchError) -> None:

@@ -104,6 +104,9 @@ def command(ctx: click.Context, config: str | None, resume: str | None, fmt: str
     Example: ckpttool run-prune --init init_model/vit_small_cifar10_pretrained_init.pth.tar
     --dataset cifar10 --method refill --target head --rate 0.2 --states 16 --epochs 60
     """
+    from ckpttool._threads import apply_cpu_thread_policy
+
+    apply_cpu_thread_policy()  # before torch starts: threads for the free cores, no busy-waiting
     given = {
         k: v for k, v in options.items()
         if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE

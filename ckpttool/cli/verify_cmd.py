@@ -13,7 +13,7 @@ from ckpttool.verify import verify_paths
 
 
 @click.command("verify")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))  # files, folders, or hf://ORG/REPO[@REV]/FILE
 @click.option(
     "--expect",
     type=click.Choice(["auto", "pretrained", "random", "any"]),
@@ -31,6 +31,9 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
             manifest: str | None, fmt: str) -> None:
     """Verdict pretrained / random / partial / corrupt for each checkpoint under PATHS.
 
+    A PATH may be a hub file, hf://ORG/REPO[@REVISION]/FILE: it is downloaded into the Hugging Face
+    cache first (HF_HUB_OFFLINE=1 reads the cache only) and reported with its repo, commit and sha256.
+
     Exit 0: every file passed; 1: a verdict or rule did not meet the expectation;
     2: a file could not be read or was refused as unsafe, or the arguments were wrong.
     """
@@ -42,10 +45,11 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
     if manifest:
         codes.append(_check_manifest(manifest, fmt))
     if paths:
+        paths, hub = _fetch_hub_paths(paths)
         run = verify_paths(paths, expect=expect, rules=rules, include_head=include_head, count_stem=count_stem)
         for e in run.errors:
             fail_line(e.error)
-        out = get_renderer(fmt)(run)
+        out = _with_hub_sources(get_renderer(fmt)(run), fmt, hub)
         if out:
             print_to_stdout(out)
         codes.append(run.exit_code)
@@ -63,3 +67,41 @@ def _check_manifest(manifest: str, fmt: str) -> int:
 
         print_to_stdout(render_manifest_check(check))
     return 0 if check.passed else 1
+
+
+def _fetch_hub_paths(paths: tuple[str, ...]) -> tuple[tuple[str, ...], dict]:
+    """Download hf:// paths (torch-free); returns the local paths and {local path: (uri, HubWeights)}."""
+    from ckpttool.hub_paths import is_hub_path, resolve_hub_path
+
+    hub, local = {}, []
+    for p in paths:
+        if is_hub_path(p):
+            got = resolve_hub_path(p)
+            hub[str(got.path)] = (p, got)
+            p = str(got.path)
+        local.append(p)
+    return tuple(local), hub
+
+
+def _with_hub_sources(out: str, fmt: str, hub: dict) -> str:
+    """Name each downloaded file's repo, resolved commit and sha256 in the report."""
+    if not hub:
+        return out
+    if fmt == "json":
+        import json
+
+        doc = json.loads(out)
+        for f in doc.get("files", []) + doc.get("errors", []):
+            if f.get("path") in hub:
+                uri, got = hub[f["path"]]
+                f["hub"] = {"uri": uri, **got.to_dict()}
+        return json.dumps(doc, indent=2)
+    from ckpttool.report.escape import escape_text
+
+    lines = [escape_text(f"{uri}: repo {got.repo_id}, commit {got.commit}, sha256 {got.sha256} (cached at {path})")
+             for path, (uri, got) in hub.items()]
+    if fmt != "text":  # junit / github: keep their document intact, name the sources on stderr
+        for line in lines:
+            click.echo(line, err=True)
+        return out
+    return "\n".join(lines) + "\n" + out
