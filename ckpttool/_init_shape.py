@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -175,7 +176,28 @@ def mean_z(mean: float, std: float, n: int) -> float | None:
     return abs(mean) / (std / math.sqrt(n)) if std > 0 and n > 1 else None
 
 
-def trimmed_kurtosis(sample: np.ndarray) -> tuple[float, int] | None:
+@dataclass(frozen=True)
+class CenteredEntries:
+    """A matrix's non-zero entries (a fixed strided subsample of at most 32768) about their median:
+    what the tail ratio and the trimmed kurtosis share, computed once."""
+
+    values: np.ndarray  # float64
+    deviations: np.ndarray  # |values - median|
+    mad: float  # median of the deviations
+
+
+def centered_entries(sample: np.ndarray) -> CenteredEntries | None:
+    """The non-zero entries about their median; None below 128 of them."""
+    flat = sample.reshape(-1)
+    flat = flat[flat != 0]
+    if flat.size < _MIN_KURTOSIS_ENTRIES:
+        return None
+    flat = flat[:: max(1, flat.size // _KURTOSIS_SAMPLE)].astype(np.float64)
+    dev = np.abs(flat - np.median(flat))
+    return CenteredEntries(flat, dev, float(np.median(dev)))
+
+
+def trimmed_kurtosis(sample: np.ndarray | CenteredEntries) -> tuple[float, int] | None:
     """``(excess kurtosis, n)`` of the non-zero entries (a fixed strided subsample of at most 32768)
     within 12 robust standard deviations (1.4826 x the median absolute deviation) of their median;
     None below 128 entries or when the spread is zero.
@@ -187,16 +209,10 @@ def trimmed_kurtosis(sample: np.ndarray) -> tuple[float, int] | None:
         >>> abs(k) < 0.2
         True
     """
-    flat = sample.reshape(-1)
-    flat = flat[flat != 0]
-    flat = flat[:: max(1, flat.size // _KURTOSIS_SAMPLE)].astype(np.float64)
-    if flat.size < _MIN_KURTOSIS_ENTRIES:
+    c = sample if isinstance(sample, CenteredEntries) else centered_entries(sample)
+    if c is None or c.mad == 0.0:
         return None
-    med = float(np.median(flat))
-    mad = 1.4826 * float(np.median(np.abs(flat - med)))
-    if mad == 0.0:
-        return None
-    kept = flat[np.abs(flat - med) <= _TRIM_SIGMAS * mad]
+    kept = c.values[c.deviations <= _TRIM_SIGMAS * 1.4826 * c.mad]
     d = kept - kept.mean()
     m2 = float(np.dot(d, d)) / d.size
     if m2 == 0.0:

@@ -40,6 +40,8 @@ from ckpttool._init_shape import (
     EDGE_MARGIN,
     KURTOSIS_Z,
     MEAN_Z,
+    CenteredEntries,
+    centered_entries,
     combined_z,
     dispersion_z,
     edge_overshoot,
@@ -97,7 +99,6 @@ _TAIL_SD = 6.3
 """Standard deviation of the Gaussian tail ratio times sqrt(n) (2000 draws each at n = 256..32768)."""
 
 _TAIL_MIN = 256
-_TAIL_SAMPLE = 1 << 15
 
 
 def tail_threshold(n: int) -> float:
@@ -121,19 +122,15 @@ def tail_z(ratio: float, n: int) -> float:
     return (ratio - TAIL_RATIO_GAUSSIAN) / (_TAIL_SD / math.sqrt(n))
 
 
-def tail_ratio(sample: np.ndarray) -> tuple[float, int] | None:
+def tail_ratio(sample: np.ndarray | CenteredEntries) -> tuple[float, int] | None:
     """``(ratio, n)``: the tail ratio of a matrix's non-zero entries (a fixed strided subsample of at
     most 32768), robust to a few extreme values (torch's ``trunc_normal_`` with small std now and
     then returns the absolute bound +-2, which sends the kurtosis of a random init into the hundreds).
     None below 256 non-zero entries."""
-    flat = sample.reshape(-1)
-    flat = flat[flat != 0]
-    if flat.size < _TAIL_MIN:
+    c = sample if isinstance(sample, CenteredEntries) else centered_entries(sample)
+    if c is None or c.values.size < _TAIL_MIN or c.mad == 0.0:
         return None
-    flat = flat[:: max(1, flat.size // _TAIL_SAMPLE)].astype(np.float64)
-    dev = np.abs(flat - np.median(flat))
-    q50, q99 = np.quantile(dev, [0.5, 0.99])
-    return (float(q99 / q50), int(flat.size)) if q50 > 0 else None
+    return float(np.quantile(c.deviations, 0.99) / c.mad), int(c.values.size)
 
 
 TINY_SCALE = 1e-4
@@ -429,13 +426,15 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, status="too-small", note="too few live rows or columns (pruned)")
     ratio = spectral_ratio(sample)
     disp, cdisp = line_dispersions(sample)
-    tail, tail_n = tail_ratio(sample) or (None, 0)
-    sm = _moments(sample.reshape(-1)) if sample is not mat else m
+    centered = centered_entries(sample)
+    tail, tail_n = (tail_ratio(centered) if centered else None) or (None, 0)
+    # the edge of the whole tensor (sampling only lowers the max); of the live lines if some were dead
+    sm = m if kept_rows == kept_cols == 1.0 else _moments(sample.reshape(-1))
     edge = None
     if sm is not None and sm.std > 0:
         extent = max(sm.max - sm.mean, sm.mean - sm.min) / sm.std
-        edge = edge_overshoot(extent, sm.kurtosis, sample.size)
-    tkurt, tkurt_n = trimmed_kurtosis(sample) or (None, 0)
+        edge = edge_overshoot(extent, sm.kurtosis, sm.count)
+    tkurt, tkurt_n = (trimmed_kurtosis(centered) if centered else None) or (None, 0)
     found = dict(ratio=ratio, disp=disp, tail=tail, cdisp=cdisp, edge=edge, tkurt=tkurt)
     live_shape = (max(1, round(mat.shape[0] * kept_rows)), max(1, round(mat.shape[1] * kept_cols)))
     if ratio is not None and ratio >= spectral_threshold(*live_shape):
