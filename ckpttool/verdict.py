@@ -155,28 +155,23 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     group = assign_groups(names, [s.name for s in stats if s.spectral_ratio is not None])
     if ordered:
         group = _norms_join_their_layer(stats, group)
-    head = set(head_tensors(names))
-    with_matrix = [group[s.name] for s in stats if s.spectral_ratio is not None]
-    # weights of any size (a single-output layer is a [1, n] "matrix" too small to judge)
-    layers = [group[s.name] for s in stats if len(s.shape) >= 2 and s.numel >= 2 and "weight" in s.name.rpartition(".")[2]]
-    if not head and ordered and layers:  # the output layer by position
-        last = layers[-1]
-        if any(g != last for g in with_matrix):
-            head = {n for n in names if group[n] == last}
-    body_groups = [g for g in with_matrix if g not in {group[n] for n in head}]
-    inputs = {g for g in group.values() if is_input_group(g)}
-    if not inputs and ordered and body_groups:  # the input layer by position
-        inputs = {body_groups[0]}
-    # groups whose matrices are all embedding tables (token/character lookups)
-    matrices: dict[str, list[str]] = {}
+    matrices: dict[str, list[str]] = {}  # group -> its judged matrices, groups in module order
     for s in stats:
         if s.spectral_ratio is not None:
             matrices.setdefault(group[s.name], []).append(s.name)
+    head = set(head_tensors(names))
+    # weights of any size (a single-output layer is a [1, n] "matrix" too small to judge)
+    layers = [group[s.name] for s in stats if len(s.shape) >= 2 and s.numel >= 2 and "weight" in s.name.rpartition(".")[2]]
+    if not head and ordered and layers and set(matrices) - {layers[-1]}:  # the output layer by position
+        head = {n for n in names if group[n] == layers[-1]}
+    head_groups = {group[n] for n in head}
+    inputs = {g for g in group.values() if is_input_group(g)}
+    body = [g for g in matrices if g not in head_groups]
+    if not inputs and ordered and body:  # the input layer by position
+        inputs = {body[0]}
+    # groups whose matrices are all embedding tables (token/character lookups)
     inputs |= {g for g, ms in matrices.items() if all(is_embedding_table(m) for m in ms)}
     return _Layout(group, frozenset(head), frozenset(inputs))
-
-
-_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _norms_join_their_layer(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str, str]:
