@@ -132,9 +132,9 @@ def load_run_checkpoint(path: Path) -> dict[str, Any]:
     """Read a run checkpoint with ``weights_only=True``, after ckpttool's own reader checked it."""
     from ckpttool.loading import check_torch_file
 
-    if path.exists():
-        check_torch_file(path)  # the same scan, storage checks and limits as every other torch file
     try:
+        if path.exists():
+            check_torch_file(path)  # the same scan, storage checks and limits as every other torch file
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointFormatError(f"no checkpoint in run folder: {path} is missing; start a new run") from e
