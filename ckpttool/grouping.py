@@ -235,24 +235,25 @@ def _split_wide_modules(groups: dict[str, str], matrices: set[str]) -> dict[str,
 
 def _split_single_children(groups: dict[str, str]) -> dict[str, str]:
     """Split every group ending in a container's only numbered child (``...layers.0`` with no
-    ``...layers.1``) that holds 40% or more of the checkpoint's tensors at its named sub-modules."""
+    ``...layers.1``) that holds 40% or more of the checkpoint's tensors at its named sub-modules.
+    One pass over the names, then one decision per group (a file can hold 100,000 tensors)."""
     present = set(groups.values())
     sizes: dict[str, int] = {}
-    for group in groups.values():
-        sizes[group] = sizes.get(group, 0) + 1
-    out = dict(groups)
+    subs: dict[str, set[str]] = {}  # group -> the sub-modules its deeper tensors sit in
     for name, group in groups.items():
-        container, _, index = group.rpartition(".")
-        if (index != "0" or not container or 5 * sizes[group] < 2 * len(groups)
-                or any(g.startswith(container + ".1") for g in present)):
-            continue
+        sizes[group] = sizes.get(group, 0) + 1
         rest = name[len(group) + 1:].split(".")
-        if len(rest) < 2:
-            continue
-        subs = {n[len(group) + 1:].split(".")[0] for n, g in groups.items() if g == group and n.count(".") > group.count(".") + 1}
-        if len(subs) > 1:
-            out[name] = f"{group}.{rest[0]}"
-    return out
+        if len(rest) >= 2:
+            subs.setdefault(group, set()).add(rest[0])
+    split = set()
+    for group, kids in subs.items():
+        container, _, index = group.rpartition(".")
+        if (index == "0" and container and 5 * sizes[group] >= 2 * len(groups) and len(kids) > 1
+                and not any(g.startswith(container + ".1") for g in present)):  # at most two groups get here
+            split.add(group)
+    return {name: (f"{group}.{name[len(group) + 1:].split('.')[0]}"
+                   if group in split and name[len(group) + 1:].count(".") else group)
+            for name, group in groups.items()}
 
 
 def head_tensors(names: Sequence[str]) -> set[str]:
