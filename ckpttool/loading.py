@@ -55,6 +55,9 @@ WRAPPERS = (
     ("ema_state_dict",),
     ("ema",),
 )
+SEQUENCE_WRAPPER = "(list)"
+"""The wrapper recorded for a file holding a list or tuple of state dicts (names by position)."""
+
 # Added by DataParallel/DDP and torch.compile; stripped when every name carries them.
 _PREFIXES = ("module.", "_orig_mod.")
 # Lightning's LightningModule keeps the network as ``self.model``: stripped in Lightning files only.
@@ -483,6 +486,13 @@ def _unwrap(path: Path, obj: object) -> _Unwrapped:
     Containers come from our unpickler (dicts, or our dict subclass with no methods of its own);
     they are still read through ``dict`` itself, never through methods of the objects.
     """
+    if isinstance(obj, (list, tuple)):
+        tensors = _sequence_tensors(obj)
+        if not tensors:
+            raise CheckpointFormatError(_no_tensors(path, []))
+        first = {name.partition(".")[0] for name in tensors}
+        extra = (f"{first.pop()}.",) if len(first) == 1 else ()  # [state_dict]: the one item's names
+        return _Unwrapped((_weight_set(path, SEQUENCE_WRAPPER, tensors, extra),), (), {}, None)
     if not isinstance(obj, dict):
         kind = "Tensor" if _is_tensor(obj) else type(obj).__name__
         raise CheckpointFormatError(
@@ -544,6 +554,29 @@ def _flat_tensors(path: Path, chosen: dict) -> tuple[dict[str, TensorRef], list[
         else:
             others.append(str(key))
     return flat, others
+
+
+def _sequence_tensors(obj: list | tuple) -> dict[str, TensorRef]:
+    """The tensors of a file that holds a list or tuple (a list of per-layer state dicts, as some
+    packages save), in order, named by their positions and keys (``0.1.0.weight``). Dicts that are not
+    pure tensor trees (constructor kwargs, metadata) are left out. Iterative, each container once, at
+    most ``_MAX_DEPTH`` deep: the same guards as for nested dicts."""
+    out: dict[str, TensorRef] = {}
+    seen: set[int] = set()
+    stack: list[tuple[str, object, int]] = [("", obj, 0)]
+    while stack:
+        name, node, depth = stack.pop()
+        if _is_tensor(node):
+            out[name] = node
+        elif isinstance(node, dict):
+            if id(node) not in seen and _is_tensor_tree(node):
+                _flatten(name, node, out)
+            seen.add(id(node))
+        elif isinstance(node, (list, tuple)) and id(node) not in seen and depth < _MAX_DEPTH:
+            seen.add(id(node))
+            items = [(f"{name}.{i}" if name else str(i), item) for i, item in enumerate(node)]
+            stack.extend((n, item, depth + 1) for n, item in reversed(items))
+    return out
 
 
 def _plain(value: dict) -> dict:

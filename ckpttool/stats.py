@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ckpttool._init_fit import SMALL_MATRIX, standard_init_fit
 from ckpttool._init_shape import (
     COMBINED_Z,
     DISPERSION_Z,
@@ -178,6 +179,7 @@ class TensorStats:
     edge_overshoot: float | None = None  # uniform-like matrices only; > 1.02: beyond a uniform init's edge
     trimmed_kurtosis: float | None = None  # matrices only; excess kurtosis without extreme outliers (0: Gaussian)
     evidence_z: float | None = None  # matrices only; root sum of squares of the departures from iid (~2 for iid)
+    init_fit: str | None = None  # small init-like matrices only: the standard init they sit on exactly
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists, None stays None -> null)."""
@@ -372,7 +374,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     flat = array.reshape(-1)
 
     def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None,
-             tkurt=None, evidence=None, status, note) -> TensorStats:
+             tkurt=None, evidence=None, fit=None, status, note) -> TensorStats:
         if m is None:
             vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
         else:
@@ -381,7 +383,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
                            row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail,
                            column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt,
-                           evidence_z=evidence)
+                           evidence_z=evidence, init_fit=fit)
 
     if flat.size == 0:
         return make(None, status="too-small", note="empty")
@@ -462,7 +464,9 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     if found["evidence"] >= COMBINED_Z:
         return make(m, **found, status="trained",
                     note=f"several moderate departures from an iid init (z={found['evidence']:.1f})")
-    return make(m, **found, status="init-like", note="iid-like spectrum, tails, line norms and edge")
+    fit = standard_init_fit(sample) if sample.size < SMALL_MATRIX else None
+    return make(m, **found, fit=fit, status="init-like",
+                note="iid-like spectrum, tails, line norms and edge" + (f"; exactly {fit}" if fit else ""))
 
 
 def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:

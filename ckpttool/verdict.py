@@ -14,7 +14,13 @@ Rules (see design.md "The verdict"):
 - a parameter that the file's optimizer state shows never received a gradient (``untrained``) and
   whose own statistics show no training is ``init-like`` whatever its shape: its module is untouched;
 - a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has judgeable
-  tensors and none is trained;
+  tensors and none is trained, and ``inconclusive`` instead when that says little: its init-like
+  matrices hold fewer than 2,048 entries in all (real training leaves 2 in 5 matrices under 1,024
+  entries within an init's noise; ``ckpttool._init_fit``) and none sits exactly on a standard init
+  (uniform, N(0, 1), N(0, 0.02)...) or is marked by other evidence (a BatchNorm that never ran, no
+  optimizer state). Inconclusive groups are reported and set aside while trained groups outnumber them (a
+  few small layers that show no training do not make a trained file partial); otherwise they count
+  as untouched (a random file with one false alarm stays far from ``pretrained``);
 - the input layer is reported but not counted when it looks untouched while other groups can be
   judged (``count_stem=True`` counts it): a small-fan-in input layer can stay within noise of its
   init through real training (MTCNN's P-Net and R-Net stems, an MLP-Mixer trained on 8x8 digits),
@@ -34,12 +40,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ckpttool._init_fit import SMALL_MATRIX
 from ckpttool.context import batchnorm_prefixes
 from ckpttool.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
 from ckpttool.stats import TensorStats
 
 VERDICTS = ("pretrained", "random", "partial", "corrupt")
-GROUP_STATUSES = ("trained", "untouched", "unjudged", "nonfinite")
+GROUP_STATUSES = ("trained", "untouched", "inconclusive", "unjudged", "nonfinite")
 
 _MAX_NAMES = 5
 NO_GRADIENT_NOTE = "no optimizer state: never received a gradient"
@@ -83,6 +90,7 @@ class Verdict:
     groups: tuple[GroupSummary, ...]
     reason: str  # one sentence of evidence
     uncounted_groups: tuple[str, ...] = ()  # input-layer groups that look untouched, not counted
+    inconclusive_groups: tuple[str, ...] = ()  # small groups that show no training, set aside
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (head tensors as their stats dicts)."""
@@ -98,6 +106,7 @@ class Verdict:
             "groups": [g.to_dict() for g in self.groups],
             "reason": self.reason,
             "uncounted_groups": list(self.uncounted_groups),
+            "inconclusive_groups": list(self.inconclusive_groups),
         }
 
 
@@ -115,10 +124,27 @@ def _summarise_group(name: str, members: Sequence[TensorStats]) -> GroupSummary:
     elif trained:
         status = "trained"
     elif init_like:
-        status = "untouched"
+        status = "untouched" if _says_untouched([s for s in members if s.status == "init-like"]) else "inconclusive"
     else:
         status = "unjudged"
     return GroupSummary(name, len(members), trained, init_like, init_constant, status)
+
+
+def _says_untouched(init_like: Sequence[TensorStats]) -> bool:
+    """Whether a group's init-like tensors are evidence that it is untouched, not just too small to
+    show training: matrices of ``SMALL_MATRIX`` entries or more in all, a matrix exactly on a standard
+    init, or a tensor marked by other evidence (a vector is init-like only through its BatchNorm or
+    the optimizer state; a matrix without optimizer state never got a gradient)."""
+    if sum(s.numel for s in init_like if s.spectral_ratio is not None) >= SMALL_MATRIX:
+        return True
+    return any(s.spectral_ratio is None or s.init_fit or s.note == NO_GRADIENT_NOTE for s in init_like)
+
+
+def _small_phrase(small: Sequence[str]) -> str:
+    if not small:
+        return ""
+    return (f" {len(small)} small group(s) show no training ({_names(small)}); not counted: under "
+            f"{SMALL_MATRIX:,} weights and off every standard init, real training can look like that.")
 
 
 def _ratio_phrase(stats: Sequence[TensorStats]) -> str:
@@ -218,8 +244,8 @@ def judge(
     Args:
         stats: one ``TensorStats`` per tensor (``compute_checkpoint_stats``), in file order.
         include_head: count the classifier head in the verdict (it is always reported in ``head``).
-        count_stem: let an untouched-looking input layer make the checkpoint partial (by default it
-            is reported in ``uncounted_groups`` when other groups can be judged).
+        count_stem: let an untouched-looking input layer make the checkpoint partial, however small
+            (by default it is reported in ``uncounted_groups`` when other groups can be judged).
         untrained: names of parameters without optimizer state in the file (never got a gradient).
         ordered: whether ``stats`` are in module order; None infers it (``in_module_order``).
 
@@ -258,12 +284,23 @@ def judge(
 
     trained = [g.name for g in groups if g.status == "trained"]
     untouched = [g.name for g in groups if g.status == "untouched"]
+    small = [g.name for g in groups if g.status == "inconclusive"]
     uncounted: list[str] = []
-    if not count_stem and any(g not in layout.inputs for g in trained + untouched):
-        uncounted = [g for g in untouched if g in layout.inputs]
+    if count_stem:  # the input layer counted whatever its size
+        untouched += [g for g in small if g in layout.inputs]
+        small = [g for g in small if g not in layout.inputs]
+    elif any(g not in layout.inputs for g in trained + untouched + small):
+        uncounted = [g for g in untouched + small if g in layout.inputs]
         untouched = [g for g in untouched if g not in layout.inputs]
+        small = [g for g in small if g not in layout.inputs]
     common["uncounted_groups"] = tuple(uncounted)
-    judged = len(trained) + len(untouched)
+    judged = len(trained) + len(untouched) + len(small)
+    if len(trained) > len(small):  # small silent groups among more trained ones say little
+        common["inconclusive_groups"] = tuple(small)
+        judged -= len(small)
+    else:
+        untouched += small
+        small = []
     if not trained:
         if not judged:
             reason = f"none of {len(body)} tensors can be judged (only init constants and small tensors)."
@@ -271,6 +308,7 @@ def judge(
             reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
                       f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
         common["uncounted_groups"] = ()  # nothing trained: the input layer is just one more untouched group
+        common["inconclusive_groups"] = ()
         return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
     if not untouched:
         reason = (f"all {judged} judgeable groups are trained: {counts['tensors_trained']} of "
@@ -278,9 +316,11 @@ def judge(
         if uncounted:
             reason += (f" The input layer ({_names(uncounted)}) looks untouched; not counted: a small input "
                        f"layer can stay near its init through training.")
+        reason += _small_phrase(small)
         return Verdict(verdict="pretrained", untouched_groups=(), reason=reason, **common)
     reason = (f"{len(untouched)} of {judged} judgeable groups look untouched ({_names(untouched)}) "
               f"while {len(trained)} are trained.")
     if uncounted:
         reason += f" The input layer ({_names(uncounted)}) looks untouched too (not counted)."
+    reason += _small_phrase(small)
     return Verdict(verdict="partial", untouched_groups=tuple(untouched), reason=reason, **common)

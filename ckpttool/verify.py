@@ -74,6 +74,7 @@ class FileReport:
             "tensors_init_constant": v.tensors_init_constant,
             "untouched_groups": list(v.untouched_groups),
             "uncounted_groups": list(v.uncounted_groups),
+            "inconclusive_groups": list(v.inconclusive_groups),
             "head": [h.name for h in v.head],
             "head_included": v.head_included,
             "reason": v.reason,

@@ -557,6 +557,37 @@ def test_a_bare_tensor_is_not_a_state_dict(tmp_ckpt_dir):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("fmt", ["torch-zip", "torch-legacy"])
+def test_a_list_of_layer_state_dicts_is_read_in_order_by_position(tmp_ckpt_dir, fmt):
+    """fcd's ChemNet file: ``[[kind, [state_dict, kwargs]], ...]``. Its tensors are read in list
+    order, named by position; the kwargs dicts (not tensor trees) are left out."""
+    layers = [["Conv1d", [{"weight": torch.randn(32, 4, 3), "bias": torch.zeros(32)}, {"stride": 1}]],
+              ["LSTM", [{"weight_ih_l0": torch.randn(64, 32), "weight_hh_l0": torch.randn(64, 16)}, {"hidden": 16}]]]
+    path = WRITERS[fmt](tmp_ckpt_dir / "layers.pt", layers)
+    with load_checkpoint(path) as ckpt:
+        assert [t.name for t in ckpt.tensors] == ["0.1.0.weight", "0.1.0.bias", "1.1.0.weight_ih_l0", "1.1.0.weight_hh_l0"]
+        assert ckpt.wrapper == "(list)"
+        assert np.array_equal(ckpt.array("1.1.0.weight_hh_l0"), layers[1][1][0]["weight_hh_l0"].numpy())
+    assert list(load_state_dict(path)) == ["0.1.0.weight", "0.1.0.bias", "1.1.0.weight_ih_l0", "1.1.0.weight_hh_l0"]
+    # one state dict in a list: its own names
+    with load_checkpoint(WRITERS[fmt](tmp_ckpt_dir / "one.pt", [{"fc.weight": torch.ones(2, 2)}])) as ckpt:
+        assert [t.name for t in ckpt.tensors] == ["fc.weight"]
+    with pytest.raises(CheckpointFormatError, match="holds no tensors"):
+        load_checkpoint(WRITERS[fmt](tmp_ckpt_dir / "none.pt", [1, "a", {"lr": 0.1}]))
+
+
+def test_a_self_referencing_list_is_read_once(tmp_ckpt_dir):
+    cyclic: list = [{"w": torch.ones(3, 3)}]
+    cyclic.append(cyclic)
+    deep: list = [torch.ones(2)]
+    for _ in range(60):  # deeper than any state dict: the deep part is left out, not recursed into
+        deep = [deep]
+    with load_checkpoint(save_zip(tmp_ckpt_dir / "cyclic.pt", cyclic)) as ckpt:
+        assert [t.name for t in ckpt.tensors] == ["w"]
+    with pytest.raises(CheckpointFormatError, match="holds no tensors"):
+        load_checkpoint(save_zip(tmp_ckpt_dir / "deep.pt", deep))
+
+
 def test_unknown_tensor_name_and_closed_checkpoint(tmp_ckpt_dir, tiny_state_dict):
     ckpt = load_checkpoint(save_st(tmp_ckpt_dir / "m.safetensors", tiny_state_dict))
     with pytest.raises(InvalidArgumentError, match="has no tensor named 'nope' \\(it has 4"):

@@ -427,3 +427,86 @@ def test_a_keras_style_norm_layer_vouches_for_the_conv_before_it_and_a_reset_one
     v = judge(stats)  # module order: each conv is judged with the norm layer after it
     assert v.verdict == "partial" and v.untouched_groups == ("conv2d_3", "batch_normalization_3"), v.reason
     assert judge(stats, ordered=False).untouched_groups != v.untouched_groups  # no order, no pairing
+
+
+# ---------------------------------------------------------------- small groups: too small to tell
+
+def _arrays_stats(arrays):
+    from ckpttool.loading import TensorInfo
+    from ckpttool.stats import compute_stats_from_arrays
+
+    return compute_stats_from_arrays(
+        (TensorInfo(n, a.shape, "float32", a.size), a.astype(np.float32)) for n, a in arrays.items())
+
+
+def _trained_matrix(rng, shape=(64, 64)):
+    return rng.normal(0, 0.1, shape) + 0.1 * np.outer(rng.normal(size=shape[0]), rng.normal(size=shape[1]))
+
+
+def _file_with_a_small_layer(small, blocks=4, seed=0):
+    """Trained blocks, a 12 x 48 1x1 conv between them (as in PP-OCRv4's detector), a trained head."""
+    rng = np.random.default_rng(seed)
+    arrays = {f"blocks.{i}.fc.weight": _trained_matrix(rng) for i in range(blocks // 2)}
+    arrays["neck.weight"] = small(rng).reshape(12, 48, 1, 1)
+    arrays |= {f"blocks.{i}.fc.weight": _trained_matrix(rng) for i in range(blocks // 2, blocks)}
+    arrays["head.weight"] = _trained_matrix(rng, (10, 64))
+    return _arrays_stats(arrays)
+
+
+def test_a_small_layer_that_shows_no_training_is_too_small_to_tell():
+    """Real training leaves 2 in 5 matrices under 1,024 entries within an init's noise: a 12 x 48
+    conv drawn at a scale of its own (no standard init) does not make a trained file partial."""
+    stats = _file_with_a_small_layer(lambda rng: rng.normal(0, 0.34, (12, 48)))
+    assert {s.name: s.status for s in stats}["neck.weight"] == "init-like"
+    v = judge(stats)
+    assert v.verdict == "pretrained" and v.inconclusive_groups == ("neck",), v.reason
+    assert "small group" in v.reason and {g.name: g.status for g in v.groups}["neck"] == "inconclusive"
+    assert json.loads(json.dumps(v.to_dict()))["inconclusive_groups"] == ["neck"]
+
+
+@pytest.mark.parametrize("init", ["torch_default", "glorot", "normal_002", "normal_1"])
+def test_a_small_layer_exactly_at_a_standard_init_is_named_untouched(init):
+    draw = {
+        "torch_default": lambda rng: rng.uniform(-1 / np.sqrt(48), 1 / np.sqrt(48), (12, 48)),
+        "glorot": lambda rng: rng.uniform(-np.sqrt(6 / 60), np.sqrt(6 / 60), (12, 48)),
+        "normal_002": lambda rng: rng.normal(0, 0.02, (12, 48)),
+        "normal_1": lambda rng: rng.normal(0, 1.0, (12, 48)),
+    }[init]
+    v = judge(_file_with_a_small_layer(draw))
+    assert v.verdict == "partial" and v.untouched_groups == ("neck",) and v.inconclusive_groups == (), v.reason
+
+
+def test_small_layers_together_or_other_evidence_say_untouched():
+    rng = np.random.default_rng(1)
+    arrays = {f"blocks.{i}.fc.weight": _trained_matrix(rng) for i in range(3)}
+    # four small convs of one block, each alone too small, 2,304 entries together
+    arrays |= {f"blocks.3.conv{k}.weight": rng.normal(0, 0.3, (12, 48)) for k in range(4)}
+    arrays["head.weight"] = _trained_matrix(rng, (10, 64))
+    v = judge(_arrays_stats(arrays))
+    assert v.verdict == "partial" and v.untouched_groups == ("blocks.3",), v.reason
+    # one small conv alone is too small to tell, unless the optimizer state says it never got a gradient
+    del arrays["blocks.3.conv1.weight"], arrays["blocks.3.conv2.weight"], arrays["blocks.3.conv3.weight"]
+    stats = _arrays_stats(arrays)
+    assert judge(stats).verdict == "pretrained"
+    v = judge(stats, untrained={"blocks.3.conv0.weight"})
+    assert v.verdict == "partial" and v.untouched_groups == ("blocks.3",), v.reason
+
+
+def test_a_random_file_with_one_false_alarm_among_small_layers_stays_partial():
+    """Setting small silent groups aside needs more trained groups than silent ones: a tiny random
+    net with one layer over a threshold by chance must not read pretrained."""
+    rng = np.random.default_rng(2)
+    arrays = {f"layers.{i}.weight": rng.normal(0, 0.3, (16, 32)) for i in range(6)}
+    arrays["layers.3.weight"] = _trained_matrix(rng, (16, 32))  # the false alarm
+    v = judge(_arrays_stats(arrays))
+    assert v.verdict == "partial" and v.inconclusive_groups == () and len(v.untouched_groups) >= 4, v.reason
+
+
+def test_count_stem_counts_a_small_input_layer():
+    rng = np.random.default_rng(3)
+    arrays = {"stem.weight": rng.normal(0, 0.3, (16, 27))}
+    arrays |= {f"blocks.{i}.fc.weight": _trained_matrix(rng) for i in range(3)}
+    stats = _arrays_stats(arrays)
+    assert judge(stats).uncounted_groups == ("stem",)
+    strict = judge(stats, count_stem=True)
+    assert strict.verdict == "partial" and strict.untouched_groups == ("stem",), strict.reason

@@ -21,7 +21,7 @@ def _prop(s: str) -> str:
 def render_github(run: VerifyRun) -> str:
     lines = []
     for f in run.files:
-        level = "error" if not f.passed else "warning" if f.verdict.uncounted_groups else "notice"
+        level = "error" if not f.passed else "warning" if f.verdict.uncounted_groups or f.verdict.inconclusive_groups else "notice"
         title = f"ckpttool verify: {f.verdict.verdict}"
         msg = f.verdict.reason if f.passed else f"{f.failure_reason}. {f.verdict.reason}"
         lines.append(f"::{level} file={_prop(str(f.path))},title={_prop(title)}::{_data(msg)}")

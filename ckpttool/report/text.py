@@ -58,6 +58,8 @@ def _render_file(con, f: FileReport) -> None:
         line(f"untouched: {', '.join(v.untouched_groups)}")
     if v.uncounted_groups:
         line(f"input layer looks untouched (not counted; --count-stem counts it): {', '.join(v.uncounted_groups)}")
+    if v.inconclusive_groups:
+        line(f"too small to tell (no sign of training, not counted): {', '.join(v.inconclusive_groups)}")
     if v.head:
         line("head: " + ", ".join(f"{h.name} ({h.status})" for h in v.head))
     for name, other in f.other_weight_sets:  # EMA copies...: judged too, a consumer may load them
