@@ -9,6 +9,8 @@ from ``SMALL_MATRIX`` entries up, or when its entries sit exactly on a standard 
 
 - **uniform** with hard edges and centred on zero (PyTorch's Linear/Conv default, Glorot and
   Kaiming uniform): the Kolmogorov-Smirnov distance to the uniform on the entries' own range;
+- a **normal truncated at two standard deviations** (Keras, JAX and Paddle variance-scaling
+  inits), from 2,048 entries: its bound the entries' own, its span 2.27 standard deviations;
 - **N(0, 1)** (PyTorch's Embedding default, e3nn) or **N(0, 0.02)** / **N(0, 0.01)** (BERT, GPT,
   ViT and timm's ``trunc_normal_``, detection heads): the distance to that exact normal, scale
   included.
@@ -32,6 +34,10 @@ import numpy as np
 SMALL_MATRIX = 2048
 """Entries below which a matrix that shows no training may still be trained (see the module doc)."""
 
+CHANCE_ENTRIES = 512
+"""Entries per judgeable group of a file that a group showing no training must reach to count as
+untouched without an exact init or other evidence (``silent_group_floor``)."""
+
 MIN_FIT_ENTRIES = 256
 """Entries below which no distance tells an exact init from a trained matrix (trained 8x8 convs fit
 N(0, 1) as well as a draw from it does)."""
@@ -43,8 +49,41 @@ a true one, fitted edges included)."""
 STANDARD_NORMAL_STDS = (1.0, 0.02, 0.01)
 """Fixed standard deviations of the normal inits in common use, whatever the layer's shape."""
 
+MIN_TRUNCATED_ENTRIES = 2048
+"""Entries below which a truncated normal is not told from a Gaussian whose sample range happens
+to be short (their ranges overlap at 256 entries: 2.0-2.5 vs >= 2.2 standard deviations)."""
+
+_TN_SPAN = (2.1, 2.5)
+"""Half-range over std of a normal truncated at +-2 sd: 2.27 (2.18-2.38 in 2,000 draws of 2,048)."""
+
+_FIT_SAMPLE = 4096
+"""Entries tested at most (a strided subsample of larger matrices): ample to tell an exact init."""
+
+_NEAR_SCALE = 0.25
+"""A normal init's scale is tested only within this fraction of its std (far off, it cannot fit)."""
+
 _CENTRED = 0.05
 """A uniform init is centred on zero: |min + max| within this fraction of its width."""
+
+
+def silent_group_floor(groups: int) -> int:
+    """Init-like entries a group must hold for "shows no training" to mean untouched, in a file of
+    ``groups`` judgeable groups.
+
+    A trained matrix of ``n`` entries looks init-like by chance with a probability of roughly
+    ``256 / n`` or less (wild corpus: 0.42 at 256-511 entries, 0.23 at 512-1,023, 0.13 at
+    1,024-2,047, 0.03 from 2,048 to 32,767), and a file of ``G`` groups gives ``G`` chances: a
+    detector with 90 single-conv groups (Paddle or ONNX names) holds a trained 48 x 48 1x1 conv that
+    looks iid as often as not. A silent group counts only when chance explains fewer than one such
+    group in two files: ``G * 256 / n <= 0.5``, so ``n >= 512 * G`` and never under
+    ``SMALL_MATRIX``. A group on an exact init, or marked by a BatchNorm that never ran or by missing
+    optimizer state, needs no size.
+
+    Example:
+        >>> silent_group_floor(3), silent_group_floor(90)
+        (2048, 46080)
+    """
+    return max(SMALL_MATRIX, CHANCE_ENTRIES * groups)
 
 
 def _ks(sorted_values: np.ndarray, cdf: np.ndarray) -> float:
@@ -67,7 +106,7 @@ def uniform_distance(values: np.ndarray) -> float | None:
     not centred on zero (no standard init is) or the entries are all equal.
 
     Example:
-        >>> rng = np.random.default_rng(0)
+        >>> rng = np.random.default_rng(1)
         >>> uniform_distance(rng.uniform(-0.1, 0.1, 512)) < FIT_KS < uniform_distance(rng.normal(0, 0.1, 512))
         True
     """
@@ -76,6 +115,28 @@ def uniform_distance(values: np.ndarray) -> float | None:
     if hi <= lo or abs(lo + hi) > _CENTRED * (hi - lo):
         return None
     return _ks(x, (x - lo) / (hi - lo))
+
+
+def truncated_normal_distance(values: np.ndarray) -> float | None:
+    """KS distance x sqrt(n) of the entries to a normal truncated at two standard deviations (Keras'
+    and JAX's variance-scaling inits, Paddle's ``TruncatedNormal``), its bound the entries' own; None
+    when the range is off centre or its half is not the 2.27 standard deviations such a normal spans
+    (a Gaussian's range grows with n: 2.8 at 2,048 entries).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(0, 0.1, 8000)
+        >>> truncated_normal_distance(x[np.abs(x) < 0.2][:2048]) < FIT_KS, truncated_normal_distance(x[:2048])
+        (True, None)
+    """
+    x = np.sort(values.astype(np.float64).reshape(-1))
+    lo, hi = float(x[0]), float(x[-1])
+    half, centre = (hi - lo) / 2.0, (hi + lo) / 2.0
+    if half <= 0.0 or abs(centre) > _CENTRED * half * 2.0 or not _TN_SPAN[0] < half / float(x.std()) < _TN_SPAN[1]:
+        return None
+    mass = math.erf(2.0 / math.sqrt(2.0))  # of N(0, 1) within +-2
+    cdf = (_erf((x - centre) / (half / 2.0 * math.sqrt(2.0))) + mass) / (2.0 * mass)
+    return _ks(x, cdf)
 
 
 def normal_distance(values: np.ndarray, std: float) -> float:
@@ -103,10 +164,15 @@ def standard_init_fit(values: np.ndarray) -> str | None:
     """
     if values.size < MIN_FIT_ENTRIES:
         return None
+    values = values.reshape(-1)[:: max(1, values.size // _FIT_SAMPLE)]  # a fixed stride: cheap, still sharp
     distance = uniform_distance(values)
     if distance is not None and distance < FIT_KS:
         return "uniform"
+    distance = truncated_normal_distance(values) if values.size >= MIN_TRUNCATED_ENTRIES else None
+    if distance is not None and distance < FIT_KS:
+        return "truncated normal"
+    spread = float(np.sqrt(np.mean(values.astype(np.float64) ** 2)))
     for std in STANDARD_NORMAL_STDS:
-        if normal_distance(values, std) < FIT_KS:
+        if abs(spread / std - 1.0) < _NEAR_SCALE and normal_distance(values, std) < FIT_KS:
             return f"normal(0, {std:g})"
     return None

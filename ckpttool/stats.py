@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ckpttool._init_fit import SMALL_MATRIX, standard_init_fit
+from ckpttool._init_fit import standard_init_fit
 from ckpttool._init_shape import (
     COMBINED_Z,
     DISPERSION_Z,
@@ -179,7 +179,7 @@ class TensorStats:
     edge_overshoot: float | None = None  # uniform-like matrices only; > 1.02: beyond a uniform init's edge
     trimmed_kurtosis: float | None = None  # matrices only; excess kurtosis without extreme outliers (0: Gaussian)
     evidence_z: float | None = None  # matrices only; root sum of squares of the departures from iid (~2 for iid)
-    init_fit: str | None = None  # small init-like matrices only: the standard init they sit on exactly
+    init_fit: str | None = None  # init-like matrices only: the standard init they sit on exactly
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists, None stays None -> null)."""
@@ -464,7 +464,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
     if found["evidence"] >= COMBINED_Z:
         return make(m, **found, status="trained",
                     note=f"several moderate departures from an iid init (z={found['evidence']:.1f})")
-    fit = standard_init_fit(sample) if sample.size < SMALL_MATRIX else None
+    fit = standard_init_fit(sample)
     return make(m, **found, fit=fit, status="init-like",
                 note="iid-like spectrum, tails, line norms and edge" + (f"; exactly {fit}" if fit else ""))
 

@@ -15,10 +15,12 @@ Rules (see design.md "The verdict"):
   whose own statistics show no training is ``init-like`` whatever its shape: its module is untouched;
 - a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has judgeable
   tensors and none is trained, and ``inconclusive`` instead when that says little: its init-like
-  matrices hold fewer than 2,048 entries in all (real training leaves 2 in 5 matrices under 1,024
-  entries within an init's noise; ``ckpttool._init_fit``) and none sits exactly on a standard init
-  (uniform, N(0, 1), N(0, 0.02)...) or is marked by other evidence (a BatchNorm that never ran, no
-  optimizer state). Inconclusive groups are reported and set aside while trained groups outnumber them (a
+  matrices hold fewer entries than chance allows for in a file of this many groups (2,048, or 512
+  per judgeable group: real training leaves 2 in 5 matrices under 1,024 entries and 1 in 30 of
+  2,048-32,767 within an init's noise, and every group is one more chance;
+  ``ckpttool._init_fit.silent_group_floor``) and none sits exactly on a standard init (uniform,
+  N(0, 1), N(0, 0.02)...) or is marked by other evidence (a BatchNorm that never
+  ran, no optimizer state). Inconclusive groups are reported and set aside while trained groups outnumber them (a
   few small layers that show no training do not make a trained file partial); otherwise they count
   as untouched (a random file with one false alarm stays far from ``pretrained``);
 - the input layer is reported but not counted when it looks untouched while other groups can be
@@ -40,7 +42,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckpttool._init_fit import SMALL_MATRIX
+from ckpttool._init_fit import silent_group_floor
 from ckpttool.context import batchnorm_prefixes
 from ckpttool.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
 from ckpttool.stats import TensorStats
@@ -115,7 +117,7 @@ def _names(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - _MAX_NAMES} more" if len(items) > _MAX_NAMES else "")
 
 
-def _summarise_group(name: str, members: Sequence[TensorStats]) -> GroupSummary:
+def _summarise_group(name: str, members: Sequence[TensorStats], floor: int) -> GroupSummary:
     trained = sum(s.status == "trained" for s in members)
     init_like = sum(s.status == "init-like" for s in members)
     init_constant = sum(s.status == "init-constant" for s in members)
@@ -124,18 +126,19 @@ def _summarise_group(name: str, members: Sequence[TensorStats]) -> GroupSummary:
     elif trained:
         status = "trained"
     elif init_like:
-        status = "untouched" if _says_untouched([s for s in members if s.status == "init-like"]) else "inconclusive"
+        status = "untouched" if _says_untouched([s for s in members if s.status == "init-like"], floor) else "inconclusive"
     else:
         status = "unjudged"
     return GroupSummary(name, len(members), trained, init_like, init_constant, status)
 
 
-def _says_untouched(init_like: Sequence[TensorStats]) -> bool:
+def _says_untouched(init_like: Sequence[TensorStats], floor: int) -> bool:
     """Whether a group's init-like tensors are evidence that it is untouched, not just too small to
-    show training: matrices of ``SMALL_MATRIX`` entries or more in all, a matrix exactly on a standard
-    init, or a tensor marked by other evidence (a vector is init-like only through its BatchNorm or
-    the optimizer state; a matrix without optimizer state never got a gradient)."""
-    if sum(s.numel for s in init_like if s.spectral_ratio is not None) >= SMALL_MATRIX:
+    show training in a file of its size: matrices of ``floor`` entries or more in all
+    (``silent_group_floor``), a matrix exactly on a standard init, or a tensor marked by other
+    evidence (a vector is init-like only through its BatchNorm or the optimizer state; a matrix
+    without optimizer state never got a gradient)."""
+    if sum(s.numel for s in init_like if s.spectral_ratio is not None) >= floor:
         return True
     return any(s.spectral_ratio is None or s.init_fit or s.note == NO_GRADIENT_NOTE for s in init_like)
 
@@ -143,8 +146,9 @@ def _says_untouched(init_like: Sequence[TensorStats]) -> bool:
 def _small_phrase(small: Sequence[str]) -> str:
     if not small:
         return ""
-    return (f" {len(small)} small group(s) show no training ({_names(small)}); not counted: under "
-            f"{SMALL_MATRIX:,} weights and off every standard init, real training can look like that.")
+    return (f" {len(small)} small group(s) show no training ({_names(small)}); not counted: too few "
+            f"weights for a file of this many groups, and off every standard init; real training can "
+            f"look like that.")
 
 
 def _ratio_phrase(stats: Sequence[TensorStats]) -> str:
@@ -266,7 +270,9 @@ def judge(
     members: dict[str, list[TensorStats]] = {}
     for s in body:
         members.setdefault(layout.group[s.name], []).append(s)
-    groups = tuple(_summarise_group(name, ms) for name, ms in members.items())
+    judgeable = sum(any(s.status in ("trained", "init-like") for s in ms) for ms in members.values())
+    floor = silent_group_floor(judgeable)
+    groups = tuple(_summarise_group(name, ms, floor) for name, ms in members.items())
 
     counts = dict(
         tensors_total=len(body),

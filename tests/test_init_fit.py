@@ -9,7 +9,9 @@ from ckpttool._init_fit import (
     FIT_KS,
     MIN_FIT_ENTRIES,
     normal_distance,
+    silent_group_floor,
     standard_init_fit,
+    truncated_normal_distance,
     uniform_distance,
 )
 
@@ -57,3 +59,24 @@ def test_distances_grow_with_the_departure():
     rng = np.random.default_rng(3)
     x = rng.normal(0, 0.02, 2000)
     assert normal_distance(x, 0.02) < FIT_KS < normal_distance(x * 1.3, 0.02) < normal_distance(x * 1.6, 0.02)
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (64, 96), (32, 32, 3, 3)])
+def test_a_normal_truncated_at_two_sd_is_recognised_from_2048_entries(shape):
+    """Keras' he_normal / glorot_normal and JAX's variance scaling draw a normal truncated at +-2 sd."""
+    rng = np.random.default_rng(len(shape))
+    n = int(np.prod(shape))
+    hits = 0
+    for _ in range(50):
+        x = rng.normal(0, 0.05, 4 * n)
+        hits += standard_init_fit(x[np.abs(x) < 0.1][:n].reshape(shape)) == "truncated normal"
+        assert truncated_normal_distance(rng.normal(0, 0.05, n)) is None  # a Gaussian spans more
+        assert standard_init_fit(rng.normal(0, 0.05, shape)) is None
+    assert hits >= 49
+    x = rng.normal(0, 0.05, 2000)
+    assert standard_init_fit(x[np.abs(x) < 0.1][:1000]) is None  # too few entries to tell
+
+
+def test_the_silent_group_floor_grows_with_the_groups_of_a_file():
+    assert silent_group_floor(1) == silent_group_floor(4) == 2048
+    assert silent_group_floor(90) == 46080 and silent_group_floor(91) > silent_group_floor(90)

@@ -510,3 +510,25 @@ def test_count_stem_counts_a_small_input_layer():
     assert judge(stats).uncounted_groups == ("stem",)
     strict = judge(stats, count_stem=True)
     assert strict.verdict == "partial" and strict.untouched_groups == ("stem",), strict.reason
+
+
+def test_a_silent_mid_size_layer_counts_only_where_chance_cannot_explain_it():
+    """A trained 48 x 48 1x1 conv looks iid about once in thirty: in a detector of 60 single-conv
+    groups (ddddocr's, PP-OCRv3's) one or two do by chance, so a silent one says nothing there unless
+    it sits exactly on an init; in a file of four groups it does say untouched."""
+    rng = np.random.default_rng(4)
+
+    def silent(rng):
+        return rng.normal(0, 0.3, (48, 48, 1, 1))
+
+    many = {f"conv2d_{i}.weight": _trained_matrix(rng, (48, 48)) for i in range(60)}
+    many["conv2d_30.weight"] = silent(rng)
+    v = judge(_arrays_stats(many))
+    assert v.verdict == "pretrained" and v.inconclusive_groups == ("conv2d_30",), v.reason
+    many["conv2d_30.weight"] = rng.uniform(-1 / np.sqrt(48), 1 / np.sqrt(48), (48, 48, 1, 1))  # re-initialised
+    v = judge(_arrays_stats(many))
+    assert v.verdict == "partial" and v.untouched_groups == ("conv2d_30",), v.reason
+    few = {f"conv2d_{i}.weight": _trained_matrix(rng, (48, 48)) for i in range(4)}
+    few["conv2d_2.weight"] = silent(rng)
+    v = judge(_arrays_stats(few))
+    assert v.verdict == "partial" and v.untouched_groups == ("conv2d_2",), v.reason

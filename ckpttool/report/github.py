@@ -1,5 +1,6 @@
 """GitHub Actions workflow commands: an ::error/::warning/::notice annotation per file (a warning
-when a file passed with an input layer that looks untouched, reported but not counted)."""
+when a file passed with an input layer or small groups that show no training, reported but not
+counted)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _prop(s: str) -> str:
 def render_github(run: VerifyRun) -> str:
     lines = []
     for f in run.files:
-        level = "error" if not f.passed else "warning" if f.verdict.uncounted_groups or f.verdict.inconclusive_groups else "notice"
+        v = f.verdict
+        level = "error" if not f.passed else "warning" if v.uncounted_groups or v.inconclusive_groups else "notice"
         title = f"ckpttool verify: {f.verdict.verdict}"
         msg = f.verdict.reason if f.passed else f"{f.failure_reason}. {f.verdict.reason}"
         lines.append(f"::{level} file={_prop(str(f.path))},title={_prop(title)}::{_data(msg)}")

@@ -206,3 +206,31 @@ def test_verify_safetensors_does_not_import_torch(files):
     r = subprocess.run([sys.executable, "-c", code, str(files / "resnet_digits_pretrained.safetensors")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_small_silent_layer_is_reported_as_too_small_to_tell(capsys, tmp_path):
+    """PP-OCRv4's detector in miniature: trained layers and one 12 x 48 1x1 conv that shows no
+    training at a scale of its own. The file passes as pretrained; text, JSON and GitHub say which
+    layer could not be told."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+
+    def trained(shape):
+        return torch.from_numpy((rng.normal(0, 0.1, shape) + 0.1 * np.outer(rng.normal(size=shape[0]),
+                                                                            rng.normal(size=shape[1]))).astype(np.float32))
+
+    sd = {f"blocks.{i}.fc.weight": trained((64, 64)) for i in range(3)}
+    sd["neck.conv.weight"] = torch.from_numpy(rng.normal(0, 0.34, (12, 48, 1, 1)).astype(np.float32))
+    sd["blocks.3.fc.weight"] = trained((64, 64))
+    sd["head.weight"] = trained((10, 64))
+    f = tmp_path / "det_pretrained.pth"
+    torch.save(sd, f)
+    r = run_cli(capsys, "verify", str(f))
+    assert r.code == 0 and "pretrained (expected pretrained)" in r.out
+    assert "too small to tell (no sign of training, not counted): neck" in r.out
+    doc = json.loads(run_cli(capsys, "verify", str(f), "--format", "json").out)["files"][0]
+    assert doc["inconclusive_groups"] == ["neck"] and doc["untouched_groups"] == []
+    gh = run_cli(capsys, "verify", str(f), "--format", "github")
+    assert gh.code == 0 and gh.out.startswith("::warning file=") and "small group" in gh.out
