@@ -268,17 +268,24 @@ def _few_distinct(flat: np.ndarray) -> bool:
     return np.unique(flat).size <= _FEW_VALUES
 
 
-def _is_sincos_table(mat: np.ndarray) -> bool:
-    """A deterministic sin/cos position table: entries in [-1, 1], every non-zero row (or column)
-    of exactly equal norm (sin^2 + cos^2 = 1 per frequency)."""
+def _equal_norm_pattern(mat: np.ndarray) -> str | None:
+    """An init pattern of lines of exactly equal norm with entries in [-1, 1]: a deterministic
+    sin/cos position table (sin^2 + cos^2 = 1 per frequency), or an orthogonal matrix (orthonormal
+    lines: Keras' recurrent kernels, ``nn.init.orthogonal_``). None otherwise."""
     if float(np.max(np.abs(mat))) > 1.0 + 1e-5:
-        return False
+        return None
     for m in (mat, mat.T):
         sq = np.einsum("ij,ij->i", m, m, dtype=np.float64)
-        sq = sq[sq > 1e-12]
+        live = sq > 1e-12
+        sq = sq[live]
         if sq.size >= 2 and float(sq.max() - sq.min()) <= 1e-4 * float(sq.max()):
-            return True
-    return False
+            lines = m[live].astype(np.float64)
+            if lines.shape[0] <= lines.shape[1] and abs(float(sq.max()) - 1.0) <= 1e-4:
+                gram = lines @ lines.T
+                if float(np.max(np.abs(gram - np.eye(gram.shape[0])))) <= 1e-3:
+                    return "orthogonal matrix"
+            return "sin/cos table"
+    return None
 
 
 _FOURIER_MIN_TAPS = 16
@@ -419,8 +426,9 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, status=status, note=note)
 
     sample = sample_matrix(mat)
-    if _is_sincos_table(sample):
-        return make(m, status="init-constant", note="sin/cos table")
+    pattern = _equal_norm_pattern(sample)
+    if pattern:
+        return make(m, status="init-constant", note=pattern)
     if _is_fourier_basis(array):
         return make(m, status="init-constant", note="fixed Fourier basis (windowed tones)")
     sample, kept_rows, kept_cols = _without_dead_lines(sample)

@@ -234,3 +234,21 @@ def test_threshold_shrinks_with_size():
     assert spectral_threshold(16, 300) < spectral_threshold(8, 300)
     assert spectral_threshold(768, 3072) == pytest.approx(1.3)
     assert not math.isnan(spectral_threshold(9, 9))
+
+
+def test_an_orthogonal_matrix_is_named_as_such_not_as_a_sin_cos_table():
+    """Keras' LSTM recurrent kernels and ``nn.init.orthogonal_`` draw orthonormal lines: an init
+    pattern like a position table, but not one (the hold-out's chars2vec re-init was labelled so)."""
+    from types import SimpleNamespace
+
+    from ckpttool.stats import compute_tensor_stats
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(800, 800)))
+    pos, i = np.arange(64)[:, None], np.arange(32)[None, :]
+    table = np.concatenate([np.sin(pos / 10000 ** (2 * i / 64)), np.cos(pos / 10000 ** (2 * i / 64))], 1)
+    for a, note in ((q[:, :200], "orthogonal matrix"), (q[:200, :], "orthogonal matrix"),
+                    (np.linalg.qr(rng.normal(size=(64, 64)))[0], "orthogonal matrix"), (table, "sin/cos table")):
+        a = a.astype(np.float32)
+        s = compute_tensor_stats(SimpleNamespace(name="w", shape=a.shape, dtype="float32", numel=a.size), a)
+        assert (s.status, s.note) == ("init-constant", note), a.shape
