@@ -236,9 +236,11 @@ def test_threshold_shrinks_with_size():
     assert not math.isnan(spectral_threshold(9, 9))
 
 
-def test_an_orthogonal_matrix_is_named_as_such_not_as_a_sin_cos_table():
+def test_an_orthogonal_matrix_is_an_init_pattern_named_as_such_at_any_size():
     """Keras' LSTM recurrent kernels and ``nn.init.orthogonal_`` draw orthonormal lines: an init
-    pattern like a position table, but not one (the hold-out's chars2vec re-init was labelled so)."""
+    pattern like a position table, but not one (the hold-out's chars2vec re-init was labelled so).
+    One larger than the statistics' sample was read as trained (its cut lines spread less than iid
+    ones): a random Keras BiLSTM of the second hold-out (shakkala) was called partial."""
     from types import SimpleNamespace
 
     from ckpttool.stats import compute_tensor_stats
@@ -247,7 +249,9 @@ def test_an_orthogonal_matrix_is_named_as_such_not_as_a_sin_cos_table():
     q, _ = np.linalg.qr(rng.normal(size=(800, 800)))
     pos, i = np.arange(64)[:, None], np.arange(32)[None, :]
     table = np.concatenate([np.sin(pos / 10000 ** (2 * i / 64)), np.cos(pos / 10000 ** (2 * i / 64))], 1)
+    big, _ = np.linalg.qr(rng.normal(size=(1152, 1152)))  # larger than the sample: judged whole
     for a, note in ((q[:, :200], "orthogonal matrix"), (q[:200, :], "orthogonal matrix"),
+                    (big[:, :288], "orthogonal matrix"), (0.5 * big[:288, :], "orthogonal matrix"),
                     (np.linalg.qr(rng.normal(size=(64, 64)))[0], "orthogonal matrix"), (table, "sin/cos table")):
         a = a.astype(np.float32)
         s = compute_tensor_stats(SimpleNamespace(name="w", shape=a.shape, dtype="float32", numel=a.size), a)
