@@ -269,15 +269,13 @@ def _few_distinct(flat: np.ndarray) -> bool:
 
 
 def _equal_norm_pattern(mat: np.ndarray) -> str | None:
-    """An init pattern of lines of exactly equal norm with entries in [-1, 1]: a deterministic
+    """An init pattern of lines of exactly equal norm (entries in [-1, 1]: the caller checks): a deterministic
     sin/cos position table (sin^2 + cos^2 = 1 per frequency), or an orthogonal matrix (orthonormal
     lines: Keras' recurrent kernels, ``nn.init.orthogonal_``). None otherwise.
 
     Judged on the whole matrix, not the sample: cut lines of an orthogonal matrix are no longer of
     equal norm, and their norms spread less than iid entries' do, which would read as training. A
     probe of 8 whole lines first keeps the cost at 16 lines for every other matrix."""
-    if float(np.max(np.abs(mat))) > 1.0 + 1e-5:
-        return None
     for m in (mat, mat.T):
         probe = m[:: max(1, m.shape[0] // _PROBE_LINES)][:_PROBE_LINES]
         if not _equal_norms(np.einsum("ij,ij->i", probe, probe, dtype=np.float64)):
@@ -441,7 +439,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, status=status, note=note)
 
     sample = sample_matrix(mat)
-    pattern = _equal_norm_pattern(mat)
+    pattern = _equal_norm_pattern(mat) if max(abs(m.min), abs(m.max)) <= 1.0 + 1e-5 else None
     if pattern:
         return make(m, status="init-constant", note=pattern)
     if _is_fourier_basis(array):
