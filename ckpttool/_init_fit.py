@@ -66,7 +66,8 @@ _NEAR_SCALE = 0.25
 """A normal init's scale is tested only within this fraction of its std (far off, it cannot fit)."""
 
 _CENTRED = 0.05
-"""A uniform init is centred on zero: |min + max| within this fraction of its width."""
+"""A bounded init (uniform, truncated normal) is centred on zero: |min + max| within this fraction
+of its width."""
 
 
 def silent_group_floor(groups: int) -> int:
@@ -104,6 +105,16 @@ def _erf(z: np.ndarray) -> np.ndarray:
     return np.sign(z) * (1.0 - poly * np.exp(-a * a))
 
 
+def _centred_range(values: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """``(sorted entries, min, max)`` when the range is centred on zero as every bounded standard
+    init's is (``|min + max|`` within ``_CENTRED`` of the width), else None (also all equal)."""
+    x = np.sort(values.astype(np.float64).reshape(-1))
+    lo, hi = float(x[0]), float(x[-1])
+    if hi <= lo or abs(lo + hi) > _CENTRED * (hi - lo):
+        return None
+    return x, lo, hi
+
+
 def uniform_distance(values: np.ndarray) -> float | None:
     """KS distance x sqrt(n) of the entries to the uniform on [min, max]; None when that uniform is
     not centred on zero (no standard init is) or the entries are all equal.
@@ -113,10 +124,10 @@ def uniform_distance(values: np.ndarray) -> float | None:
         >>> uniform_distance(rng.uniform(-0.1, 0.1, 512)) < FIT_KS < uniform_distance(rng.normal(0, 0.1, 512))
         True
     """
-    x = np.sort(values.astype(np.float64).reshape(-1))
-    lo, hi = float(x[0]), float(x[-1])
-    if hi <= lo or abs(lo + hi) > _CENTRED * (hi - lo):
+    found = _centred_range(values)
+    if found is None:
         return None
+    x, lo, hi = found
     return _ks(x, (x - lo) / (hi - lo))
 
 
@@ -132,10 +143,12 @@ def truncated_normal_distance(values: np.ndarray) -> float | None:
         >>> truncated_normal_distance(x[np.abs(x) < 0.2][:2048]) < FIT_KS, truncated_normal_distance(x[:2048])
         (True, None)
     """
-    x = np.sort(values.astype(np.float64).reshape(-1))
-    lo, hi = float(x[0]), float(x[-1])
+    found = _centred_range(values)
+    if found is None:
+        return None
+    x, lo, hi = found
     half, centre = (hi - lo) / 2.0, (hi + lo) / 2.0
-    if half <= 0.0 or abs(centre) > _CENTRED * half * 2.0 or not _TN_SPAN[0] < half / float(x.std()) < _TN_SPAN[1]:
+    if not _TN_SPAN[0] < half / float(x.std()) < _TN_SPAN[1]:
         return None
     mass = math.erf(2.0 / math.sqrt(2.0))  # of N(0, 1) within +-2
     cdf = (_erf((x - centre) / (half / 2.0 * math.sqrt(2.0))) + mass) / (2.0 * mass)

@@ -314,7 +314,6 @@ def judge(
             reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
                       f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
         common["uncounted_groups"] = ()  # nothing trained: the input layer is just one more untouched group
-        common["inconclusive_groups"] = ()
         return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
     if not untouched:
         reason = (f"all {judged} judgeable groups are trained: {counts['tensors_trained']} of "
