@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     import timm
     import torch
 
-    from ckpttool._calibration import stats_of_state_dict
+    from ckpttool.verdict._calibration import stats_of_state_dict
     from ckpttool.verdict import judge
 
     torch.set_num_threads(2)

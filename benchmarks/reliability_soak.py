@@ -207,7 +207,7 @@ def bigfile(mb: int, workdir: Path) -> dict:
 
     path = workdir / "big.safetensors"
     size = _write_big_safetensors(path, tensors=max(mb // 4, 1))
-    base, _ = peak_rss([sys.executable, "-c", "import ckpttool.cli._root, ckpttool.verify, ckpttool.stats, numpy, "
+    base, _ = peak_rss([sys.executable, "-c", "import ckpttool.cli._root, ckpttool.verify, ckpttool.verdict.stats, numpy, "
                                               "safetensors"])
     rss, r = peak_rss([sys.executable, "-m", "ckpttool", "verify", str(path)])
     path.unlink()

@@ -21,7 +21,7 @@ import warnings
 
 
 def _middle_group(verdict) -> str | None:
-    from ckpttool.grouping import is_input_group
+    from ckpttool.verdict.grouping import is_input_group
 
     names = [g.name for g in verdict.groups if g.status == "trained" and not is_input_group(g.name)
              and g.name.split(".")[-1].isdigit()]
@@ -32,7 +32,7 @@ def _build_for_32px(name: str):
     """The model built for 32 px input (``img_size=32`` where it takes one), or None if it cannot run there."""
     import torch
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
 
     for kwargs in ({"img_size": 32}, {}):
         torch.manual_seed(0)
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     import timm
     import torch
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
     from ckpttool.verdict import judge
 
     torch.set_num_threads(2)

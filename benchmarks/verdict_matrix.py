@@ -76,8 +76,8 @@ TRAINED = {
 
 
 def _margins(stats, verdict) -> dict:
-    from ckpttool.grouping import is_head_tensor
-    from ckpttool.stats import spectral_threshold
+    from ckpttool.verdict.grouping import is_head_tensor
+    from ckpttool.verdict.stats import spectral_threshold
 
     body = [s for s in stats if not is_head_tensor(s.name)]
     ratios = [s.spectral_ratio for s in body if s.spectral_ratio is not None]
@@ -101,7 +101,7 @@ def _mat_shape(shape):
 
 
 def _evaluate(label, expected, state_dict, rows, expected_groups=None, expected_uncounted=None):
-    from ckpttool._calibration import old_guard, stats_of_state_dict
+    from ckpttool.verdict._calibration import old_guard, stats_of_state_dict
     from ckpttool.verdict import judge
 
     stats = stats_of_state_dict(state_dict)
@@ -127,9 +127,9 @@ def _evaluate(label, expected, state_dict, rows, expected_groups=None, expected_
 
 
 def _time_vit_base() -> float:
-    from ckpttool._calibration import create_random_model
+    from ckpttool.verdict._calibration import create_random_model
     from ckpttool.loading import state_dict_arrays
-    from ckpttool.stats import compute_stats_from_arrays
+    from ckpttool.verdict.stats import compute_stats_from_arrays
     from ckpttool.verdict import judge
 
     items = list(state_dict_arrays(create_random_model("vit_base_patch16_224", num_classes=1000).state_dict()))
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     import torch
     from timm.models._manipulate import named_apply  # noqa: F401  (timm present)
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
 
     torch.set_num_threads(2)
     rows: list[dict] = []
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         print(f"{e:<12}" + "".join(f"{sum(r['expected'] == e and r['predicted'] == p for r in rows):>12}"
                                    for p in labels))
     bad = [r for r in rows if not r["ok"]]
-    from ckpttool.stats import SPECTRAL_TRAINED
+    from ckpttool.verdict.stats import SPECTRAL_TRAINED
 
     worst_random = max(r["max_ratio"] for r in rows if r["expected"] == "random" and r["max_ratio"])
     worst_gap = max(r["max_gap"] for r in rows if r["expected"] == "random" and r["max_gap"] is not None)

@@ -87,7 +87,7 @@ def naive(path: Path) -> None:
 
 def in_process_verdict(path: Path) -> None:
     from ckpttool.loading import load_checkpoint
-    from ckpttool.stats import compute_checkpoint_stats
+    from ckpttool.verdict.stats import compute_checkpoint_stats
     from ckpttool.verdict import judge
 
     with load_checkpoint(path) as ckpt:

@@ -64,7 +64,7 @@ def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0,
     import timm
     import torch
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
     from ckpttool.saving import save_checkpoint
 
     torch.manual_seed(seed)

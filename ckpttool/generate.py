@@ -467,13 +467,13 @@ def generate_each(requests: Iterable[GenerateRequest], *,
 
 
 def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = False):
-    """The verdict of in-memory torch tensors (adapter onto ckpttool.stats + ckpttool.verdict).
+    """The verdict of in-memory torch tensors (adapter onto ckpttool.verdict.stats + ckpttool.verdict).
 
     Returns:
         ckpttool.verdict.Verdict
     """
     from ckpttool.loading import state_dict_arrays
-    from ckpttool.stats import compute_stats_from_arrays
+    from ckpttool.verdict.stats import compute_stats_from_arrays
     from ckpttool.verdict import judge
 
     stats = compute_stats_from_arrays(state_dict_arrays(state_dict))
@@ -584,7 +584,7 @@ def _classifier_names(arch: ArchSpec) -> tuple[str, ...]:
 
 
 def _head_tensor_names(model, state_dict: Mapping[str, Any]) -> frozenset[str]:
-    from ckpttool.grouping import is_head_tensor
+    from ckpttool.verdict.grouping import is_head_tensor
 
     cfg = getattr(model, "pretrained_cfg", None) or {}
     classifiers = cfg.get("classifier") if isinstance(cfg, dict) else None
@@ -595,7 +595,7 @@ def _head_tensor_names(model, state_dict: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _is_head_name(name: str, heads: frozenset[str]) -> bool:
-    from ckpttool.grouping import is_head_tensor
+    from ckpttool.verdict.grouping import is_head_tensor
 
     return name in heads or is_head_tensor(name)
 

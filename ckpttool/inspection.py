@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import load_checkpoint
-from ckpttool.stats import NUMERIC_FIELDS, TensorStats, compute_checkpoint_stats
+from ckpttool.verdict.stats import NUMERIC_FIELDS, TensorStats, compute_checkpoint_stats
 
 # Columns `--sort` accepts: TensorStats fields that order meaningfully.
 SORT_COLUMNS = ("name", *NUMERIC_FIELDS, "status")
@@ -27,7 +27,7 @@ class InspectReport:
     metadata: dict
     tensors: tuple[TensorStats, ...]
     weight_sets: tuple[str | None, ...] = ()  # every weight set in the file; ``tensors`` are the first's
-    params_without_optimizer_state: tuple[str, ...] | None = None  # see ckpttool.optimizer_state
+    params_without_optimizer_state: tuple[str, ...] | None = None  # see ckpttool.verdict.optimizer_state
 
     @property
     def summary(self) -> dict:

@@ -33,7 +33,7 @@ from ckpttool.formats.limits import CheckpointLimitError, materialised_budget
 from ckpttool.formats.safetensors import SafetensorsFile
 from ckpttool.formats.torch_tensors import PickledFile, TensorRef
 from ckpttool.formats.unpickler import NumpyValue
-from ckpttool.optimizer_state import params_without_optimizer_state
+from ckpttool.verdict.optimizer_state import params_without_optimizer_state
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +96,7 @@ class Checkpoint:
             when it also carries e.g. ``state_dict_ema``. ``select(wrapper)`` opens another.
         params_without_optimizer_state: when the file carries torch optimizer state that maps to
             these tensors unambiguously, the parameters that never got any (see
-            ``ckpttool.optimizer_state``); else None.
+            ``ckpttool.verdict.optimizer_state``); else None.
     """
 
     def __init__(

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ckpttool._atomic import atomic_write
-from ckpttool.grouping import group_of
-from ckpttool.stats import TensorStats
+from ckpttool.verdict.grouping import group_of
+from ckpttool.verdict.stats import TensorStats
 
 
 def depth_profile(stats: Sequence[TensorStats]) -> list[tuple[str, float | None, float | None]]:

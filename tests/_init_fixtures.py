@@ -29,7 +29,7 @@ def _train_tiny_vit():
     import timm
     import torch
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
 
     torch.manual_seed(0)
     model = timm.create_model(ARCH, num_classes=10, **SOURCE_GEOMETRY, **TINY_KWARGS)

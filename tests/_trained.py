@@ -11,7 +11,7 @@ def trained_resnet():
     16x16 digits (~2-5 s on 2 CPU cores, ~97% test accuracy)."""
     import torch
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
 
     torch.manual_seed(0)
     data = cal.load_digits_data(img_size=16)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ckpttool.context import UNUSED_BATCHNORM_NOTE
+from ckpttool.verdict.context import UNUSED_BATCHNORM_NOTE
 from ckpttool.loading import TensorInfo
-from ckpttool.stats import compute_stats_from_arrays
+from ckpttool.verdict.stats import compute_stats_from_arrays
 
 RNG = np.random.default_rng(7)
 
@@ -126,7 +126,7 @@ def _used_bn(prefix: str, n: int = 32):
 
 
 def test_a_batchnorm_that_never_ran_beside_ones_that_did_is_evidence_of_an_untouched_module():
-    from ckpttool.context import NEVER_RAN_NOTE
+    from ckpttool.verdict.context import NEVER_RAN_NOTE
 
     reset = _bn("block2.bn", weight=np.ones(32, np.float32), running_mean=np.zeros(32, np.float32),
                 running_var=np.ones(32, np.float32))
@@ -139,7 +139,7 @@ def test_a_batchnorm_that_never_ran_beside_ones_that_did_is_evidence_of_an_untou
 
 
 def test_a_short_gain_that_moved_from_one_while_its_statistics_ran_is_trained():
-    from ckpttool.context import MOVED_GAIN_NOTE
+    from ckpttool.verdict.context import MOVED_GAIN_NOTE
 
     out = _by_name(_used_bn("conv2.bn", n=8))  # 8 channels: too short to judge as a distribution
     assert out["conv2.bn.weight"].status == "trained" and out["conv2.bn.weight"].note == MOVED_GAIN_NOTE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ckpttool._init_fit import (
+from ckpttool.verdict._init_fit import (
     FIT_KS,
     MIN_FIT_ENTRIES,
     normal_distance,

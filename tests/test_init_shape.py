@@ -1,4 +1,4 @@
-"""The signals that show training when the spectrum does not (ckpttool._init_shape), each against
+"""The signals that show training when the spectrum does not (ckpttool.verdict._init_shape), each against
 iid draws of every init shape and against a small stand-in for the real layer that needed it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ckpttool._init_shape import (
+from ckpttool.verdict._init_shape import (
     COMBINED_Z,
     DISPERSION_Z,
     EDGE_MARGIN,
@@ -18,7 +18,7 @@ from ckpttool._init_shape import (
     trimmed_kurtosis,
     uniform_edge_bound,
 )
-from ckpttool.stats import TensorStats, compute_tensor_stats
+from ckpttool.verdict.stats import TensorStats, compute_tensor_stats
 
 
 class Info:
@@ -147,7 +147,7 @@ def test_entries_off_zero_mean_are_trained():
 def test_several_moderate_departures_add_up_in_a_small_matrix():
     """swift-f0 / sevennet: 8-12 row matrices whose kurtosis, tails, mean and row norms are each a
     few standard errors out, none decisively."""
-    from ckpttool._init_shape import MEAN_Z, mean_z
+    from ckpttool.verdict._init_shape import MEAN_Z, mean_z
 
     rng = np.random.default_rng(0)
     w = (rng.normal(0, 1, (12, 84)) * rng.uniform(0.6, 1.4, (12, 1)) + 0.19).astype(np.float32)

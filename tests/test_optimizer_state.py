@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ckpttool.loading import load_checkpoint
-from ckpttool.optimizer_state import is_buffer, params_without_optimizer_state
+from ckpttool.verdict.optimizer_state import is_buffer, params_without_optimizer_state
 
 
 class _Net(torch.nn.Module):

@@ -3,8 +3,8 @@ import pytest
 
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.loading import TensorInfo
-from ckpttool.rules import evaluate_rule, parse_rule
-from ckpttool.stats import compute_tensor_stats
+from ckpttool.verdict.rules import evaluate_rule, parse_rule
+from ckpttool.verdict.stats import compute_tensor_stats
 
 
 def _stats(name, arr):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ckpttool._spectral import spectral_ratio
-from ckpttool.stats import (
+from ckpttool.verdict._spectral import spectral_ratio
+from ckpttool.verdict.stats import (
     STATUSES,
     TensorStats,
     as_matrix,
@@ -243,7 +243,7 @@ def test_an_orthogonal_matrix_is_an_init_pattern_named_as_such_at_any_size():
     ones): a random Keras BiLSTM of the second hold-out (shakkala) was called partial."""
     from types import SimpleNamespace
 
-    from ckpttool.stats import compute_tensor_stats
+    from ckpttool.verdict.stats import compute_tensor_stats
 
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(800, 800)))

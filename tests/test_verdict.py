@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ckpttool.grouping import group_of, is_head_tensor
-from ckpttool.stats import TensorStats
+from ckpttool.verdict.grouping import group_of, is_head_tensor
+from ckpttool.verdict.stats import TensorStats
 from ckpttool.verdict import VERDICTS, judge
 
 torch = pytest.importorskip("torch")
@@ -16,7 +16,7 @@ timm = pytest.importorskip("timm")
 
 from _trained import trained_resnet  # noqa: E402
 
-from ckpttool import _calibration as cal  # noqa: E402
+from ckpttool.verdict import _calibration as cal  # noqa: E402
 
 
 def verdict_of(model_or_sd, **kw):
@@ -234,7 +234,7 @@ def test_checkpoint_file_end_to_end(tmp_path, trained):
     loading = pytest.importorskip("ckpttool.loading")
     from safetensors.torch import save_file
 
-    from ckpttool.stats import compute_checkpoint_stats
+    from ckpttool.verdict.stats import compute_checkpoint_stats
 
     sd = {k: v.contiguous() for k, v in trained.state_dict().items()}
     sd = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in sd.items()}
@@ -254,7 +254,7 @@ def test_trained_mixer_with_a_stem_still_at_init_is_pretrained_stem_reported():
     weights shows it: spectral ratio 1.0-1.05, tail ratio ~3.1, kernel-mean (DC) variance ratio
     0.67-1.01 (iid: 1.0), row-norm dispersion all iid-like: this input layer genuinely looks untouched.
     It is reported, not counted, so the model reads as pretrained; counting it says partial ['stem']."""
-    from ckpttool.stats import spectral_threshold
+    from ckpttool.verdict.stats import spectral_threshold
 
     torch.manual_seed(0)
     data = cal.load_digits_data(img_size=16)
@@ -311,7 +311,7 @@ def test_group_of_numbered_children_of_any_container(name, group):
 
 
 def test_assign_groups_below_a_common_wrapper_and_split_of_a_shared_layer():
-    from ckpttool.grouping import assign_groups
+    from ckpttool.verdict.grouping import assign_groups
 
     layer = "albert.encoder.albert_layer_groups.0.albert_layers.0"
     names = ["albert.embeddings.word_embeddings.weight", "albert.encoder.embedding_hidden_mapping_in.weight",
@@ -404,7 +404,7 @@ def test_random_weight_normed_net_is_random_and_trained_gains_stand():
 
 def test_a_keras_style_norm_layer_vouches_for_the_conv_before_it_and_a_reset_one_is_named():
     from ckpttool.loading import TensorInfo
-    from ckpttool.stats import compute_stats_from_arrays
+    from ckpttool.verdict.stats import compute_stats_from_arrays
 
     rng = np.random.default_rng(0)
 
@@ -433,7 +433,7 @@ def test_a_keras_style_norm_layer_vouches_for_the_conv_before_it_and_a_reset_one
 
 def _arrays_stats(arrays):
     from ckpttool.loading import TensorInfo
-    from ckpttool.stats import compute_stats_from_arrays
+    from ckpttool.verdict.stats import compute_stats_from_arrays
 
     return compute_stats_from_arrays(
         (TensorInfo(n, a.shape, "float32", a.size), a.astype(np.float32)) for n, a in arrays.items())

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ckpttool.report.escape import escape_markup, escape_text, plain_text
-from ckpttool.stats import TensorStats
+from ckpttool.verdict.stats import TensorStats
 from ckpttool.verify import FileReport, VerifyRun
 
 _VERDICT_STYLE = {"pretrained": "green", "random": "yellow", "partial": "magenta", "corrupt": "red"}

@@ -80,7 +80,7 @@ def test_include_head_changes_counts(capsys, files):
 def test_untouched_stem_is_reported_and_count_stem_counts_it(capsys, tmp_path):
     from _trained import trained_resnet
 
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
 
     model, _ = trained_resnet()
     f = tmp_path / "resnet_stem_reset_pretrained.safetensors"

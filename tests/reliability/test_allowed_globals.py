@@ -150,7 +150,7 @@ def test_ema_weights_are_judged_too(tmp_path):
     model, _ = trained_resnet()
     trained = model.state_dict()
     torch.manual_seed(1)
-    from ckpttool import _calibration as cal
+    from ckpttool.verdict import _calibration as cal
 
     random_sd = cal.create_random_model("test_resnet", in_chans=1).state_dict()
     path = tmp_path / "mixed_pretrained_init.pth"

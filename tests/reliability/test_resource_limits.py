@@ -152,7 +152,7 @@ def peak_rss(argv: list[str]) -> tuple[int, subprocess.CompletedProcess]:
 def test_verify_and_inspect_memory_is_bounded_on_a_100_mb_file(tmp_path):
     path = tmp_path / "big.safetensors"
     size = _write_big_safetensors(path, tensors=25)
-    baseline, _ = peak_rss([sys.executable, "-c", "import ckpttool.cli._root, ckpttool.verify, ckpttool.stats, "
+    baseline, _ = peak_rss([sys.executable, "-c", "import ckpttool.cli._root, ckpttool.verify, ckpttool.verdict.stats, "
                                                   "ckpttool.inspection, numpy, safetensors"])
     for command in (["verify", str(path)], ["inspect", str(path), "--top", "3"]):
         rss, r = peak_rss([sys.executable, "-m", "ckpttool", *command])

@@ -34,10 +34,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ckpttool.grouping import is_head_tensor
+from ckpttool.verdict.grouping import is_head_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ckpttool.stats import TensorStats
+    from ckpttool.verdict.stats import TensorStats
 
 UNUSED_BATCHNORM_NOTE = "random init: BatchNorm running stats never updated"
 NEVER_RAN_NOTE = "BatchNorm never ran in training mode, while {} others did"
@@ -78,7 +78,7 @@ def apply_checkpoint_context(stats: Sequence[TensorStats]) -> list[TensorStats]:
     """``stats`` with the corrections above applied (same order; unchanged entries are the same objects).
 
     Example:
-        >>> from ckpttool.stats import compute_stats_from_arrays  # doctest: +SKIP
+        >>> from ckpttool.verdict.stats import compute_stats_from_arrays  # doctest: +SKIP
         >>> apply_checkpoint_context(compute_stats_from_arrays(items))  # doctest: +SKIP
     """
     unused, used = batchnorm_prefixes({s.name: s for s in stats})

@@ -1,10 +1,10 @@
 """Per-tensor statistics: functions of one tensor, numpy only, accumulated in float64 (the few
-corrections that need the rest of the checkpoint live in ``ckpttool.context``).
+corrections that need the rest of the checkpoint live in ``ckpttool.verdict.context``).
 
 Each tensor gets moments (mean, std, min, max, excess kurtosis, zero fraction, non-finite count)
 and, for matrices (``[out, fan_in]`` after reshaping, both sides >= 8, dead rows and columns left
-out), scale-free structure signals: the spectral ratio (see ``ckpttool._spectral``), the tail
-ratio (``tail_ratio``), and (see ``ckpttool._init_shape``) the row- and column-norm dispersions,
+out), scale-free structure signals: the spectral ratio (see ``ckpttool.verdict._spectral``), the tail
+ratio (``tail_ratio``), and (see ``ckpttool.verdict._init_shape``) the row- and column-norm dispersions,
 the uniform edge overshoot, the trimmed kurtosis and the mean offset.
 
 From these, one status per tensor:
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ckpttool._init_fit import standard_init_fit
-from ckpttool._init_shape import (
+from ckpttool.verdict._init_fit import standard_init_fit
+from ckpttool.verdict._init_shape import (
     COMBINED_Z,
     DISPERSION_Z,
     EDGE_MARGIN,
@@ -51,8 +51,8 @@ from ckpttool._init_shape import (
     mean_z,
     trimmed_kurtosis,
 )
-from ckpttool._spectral import sample_matrix, spectral_ratio
-from ckpttool.context import apply_checkpoint_context
+from ckpttool.verdict._spectral import sample_matrix, spectral_ratio
+from ckpttool.verdict.context import apply_checkpoint_context
 
 if TYPE_CHECKING:  # pragma: no cover
     from ckpttool.loading import Checkpoint, TensorInfo
@@ -497,14 +497,14 @@ def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:
         ckpt: an open ``ckpttool.loading.Checkpoint``.
 
     Returns:
-        One ``TensorStats`` per tensor, with ``ckpttool.context``' corrections applied.
+        One ``TensorStats`` per tensor, with ``ckpttool.verdict.context``' corrections applied.
     """
     return compute_stats_from_arrays(ckpt.iter_arrays())
 
 
 def compute_stats_from_arrays(items: Iterable[tuple[Any, np.ndarray]]) -> list[TensorStats]:
     """``compute_tensor_stats`` over ``(info, array)`` pairs (any source: files, state dicts), then
-    the corrections that need the rest of the checkpoint (``ckpttool.context``)."""
+    the corrections that need the rest of the checkpoint (``ckpttool.verdict.context``)."""
     stats, pairs = [], _WeightNormPairs()
     for info, array in items:
         stats.append(compute_tensor_stats(info, array))

@@ -1,6 +1,6 @@
 """When "shows no training" means *untouched*: exact standard inits, and what chance explains.
 
-Real training can leave a matrix within the noise of every test of ``ckpttool._init_shape``: of the
+Real training can leave a matrix within the noise of every test of ``ckpttool.verdict._init_shape``: of the
 real trained matrices in the wild corpus (``benchmarks/wild_weights.py``: 1,101 matrices of 44
 files), 40 of 104 under 1,024 entries, 7 of 57 of 1,024-2,047 and about 1 in 30 of 2,048-32,767 look
 init-like. A file of many single-layer groups (Paddle, Keras and ONNX exports name every conv apart)

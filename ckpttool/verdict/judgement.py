@@ -18,7 +18,7 @@ Rules (see design.md "The verdict"):
   matrices hold fewer entries than chance allows for in a file of this many groups (2,048, or 512
   per judgeable group: real training leaves 2 in 5 matrices under 1,024 entries and 1 in 30 of
   2,048-32,767 within an init's noise, and every group is one more chance;
-  ``ckpttool._init_fit.silent_group_floor``) and none sits exactly on a standard init (uniform,
+  ``ckpttool.verdict._init_fit.silent_group_floor``) and none sits exactly on a standard init (uniform,
   N(0, 1), N(0, 0.02)...) or is marked by other evidence (a BatchNorm that never
   ran, no optimizer state). Inconclusive groups are reported and set aside while trained groups outnumber them (a
   few small layers that show no training do not make a trained file partial); otherwise they count
@@ -42,10 +42,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ckpttool._init_fit import silent_group_floor
-from ckpttool.context import batchnorm_prefixes
-from ckpttool.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
-from ckpttool.stats import TensorStats
+from ckpttool.verdict._init_fit import silent_group_floor
+from ckpttool.verdict.context import batchnorm_prefixes
+from ckpttool.verdict.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
+from ckpttool.verdict.stats import TensorStats
 
 VERDICTS = ("pretrained", "random", "partial", "corrupt")
 GROUP_STATUSES = ("trained", "untouched", "inconclusive", "unjudged", "nonfinite")
@@ -257,7 +257,7 @@ def judge(
         A frozen ``Verdict``.
 
     Example:
-        >>> from ckpttool.stats import compute_checkpoint_stats  # doctest: +SKIP
+        >>> from ckpttool.verdict.stats import compute_checkpoint_stats  # doctest: +SKIP
         >>> judge(compute_checkpoint_stats(ckpt)).verdict  # doctest: +SKIP
         'pretrained'
     """

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ckpttool.errors import InvalidArgumentError
-from ckpttool.stats import NUMERIC_FIELDS
+from ckpttool.verdict.stats import NUMERIC_FIELDS
 
 RULE_STATS = NUMERIC_FIELDS  # the TensorStats fields a rule may test
 _OPS = {

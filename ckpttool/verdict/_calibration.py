@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckpttool.loading import state_dict_arrays
-from ckpttool.stats import TensorStats, compute_stats_from_arrays
+from ckpttool.verdict.stats import TensorStats, compute_stats_from_arrays
 
 
 def stats_of_state_dict(state_dict: Mapping[str, Any]) -> list[TensorStats]:
