@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     import timm
     import torch
 
-    from ckpttool.verdict._calibration import stats_of_state_dict
     from ckpttool.verdict import judge
+    from ckpttool.verdict._calibration import stats_of_state_dict
 
     torch.set_num_threads(2)
     rows = []

@@ -101,8 +101,8 @@ def _mat_shape(shape):
 
 
 def _evaluate(label, expected, state_dict, rows, expected_groups=None, expected_uncounted=None):
-    from ckpttool.verdict._calibration import old_guard, stats_of_state_dict
     from ckpttool.verdict import judge
+    from ckpttool.verdict._calibration import old_guard, stats_of_state_dict
 
     stats = stats_of_state_dict(state_dict)
     t0 = time.perf_counter()
@@ -127,10 +127,10 @@ def _evaluate(label, expected, state_dict, rows, expected_groups=None, expected_
 
 
 def _time_vit_base() -> float:
-    from ckpttool.verdict._calibration import create_random_model
     from ckpttool.loading import state_dict_arrays
-    from ckpttool.verdict.stats import compute_stats_from_arrays
     from ckpttool.verdict import judge
+    from ckpttool.verdict._calibration import create_random_model
+    from ckpttool.verdict.stats import compute_stats_from_arrays
 
     items = list(state_dict_arrays(create_random_model("vit_base_patch16_224", num_classes=1000).state_dict()))
     best = float("inf")

@@ -87,8 +87,8 @@ def naive(path: Path) -> None:
 
 def in_process_verdict(path: Path) -> None:
     from ckpttool.loading import load_checkpoint
-    from ckpttool.verdict.stats import compute_checkpoint_stats
     from ckpttool.verdict import judge
+    from ckpttool.verdict.stats import compute_checkpoint_stats
 
     with load_checkpoint(path) as ckpt:
         judge(compute_checkpoint_stats(ckpt))

@@ -1268,8 +1268,8 @@ def _evidence_for(expected: str, blocks):
     """Per-tensor evidence for a miss: the groups called untouched wrongly, and the blocks not named."""
 
     def evidence(path: Path, v) -> list[str]:
-        from ckpttool.verdict.grouping import group_of
         from ckpttool.loading import load_checkpoint
+        from ckpttool.verdict.grouping import group_of
         from ckpttool.verdict.stats import compute_checkpoint_stats
 
         prefixes = [p for b in blocks for p in b]

@@ -64,8 +64,8 @@ def train_standin_weights(path: Path, *, epochs: int = 20, seed: int = 0,
     import timm
     import torch
 
-    from ckpttool.verdict import _calibration as cal
     from ckpttool.saving import save_checkpoint
+    from ckpttool.verdict import _calibration as cal
 
     torch.manual_seed(seed)
     model = timm.create_model("vit_tiny_patch16_224", num_classes=10, **SOURCE_GEOMETRY, **MODEL_KWARGS)

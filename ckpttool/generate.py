@@ -473,8 +473,8 @@ def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = Fals
         ckpttool.verdict.Verdict
     """
     from ckpttool.loading import state_dict_arrays
-    from ckpttool.verdict.stats import compute_stats_from_arrays
     from ckpttool.verdict import judge
+    from ckpttool.verdict.stats import compute_stats_from_arrays
 
     stats = compute_stats_from_arrays(state_dict_arrays(state_dict))
     return judge(stats, include_head=include_head)

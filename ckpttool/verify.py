@@ -17,9 +17,9 @@ from pathlib import Path
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import Checkpoint, load_checkpoint
+from ckpttool.verdict import Verdict, judge
 from ckpttool.verdict.rules import Rule, RuleResult, evaluate_rule, parse_rule
 from ckpttool.verdict.stats import TensorStats, compute_checkpoint_stats
-from ckpttool.verdict import Verdict, judge
 
 EXPECTATIONS = ("pretrained", "random", "any", "auto")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ckpttool.verdict.context import UNUSED_BATCHNORM_NOTE
 from ckpttool.loading import TensorInfo
+from ckpttool.verdict.context import UNUSED_BATCHNORM_NOTE
 from ckpttool.verdict.stats import compute_stats_from_arrays
 
 RNG = np.random.default_rng(7)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from ckpttool.verdict import VERDICTS, judge
 from ckpttool.verdict.grouping import group_of, is_head_tensor
 from ckpttool.verdict.stats import TensorStats
-from ckpttool.verdict import VERDICTS, judge
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
