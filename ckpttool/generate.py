@@ -330,7 +330,8 @@ def check_built(built: BuiltInit) -> None:
     """Refuse a build that is not what was asked.
 
     A ``pretrained`` build may have only its head fresh, and its verdict must be ``pretrained``; a
-    ``random`` build must judge ``random``.
+    ``random`` build must judge ``random``, or ``inconclusive`` where the model is too small for any
+    verdict (its seed is its provenance; nothing can be confirmed either way).
 
     Raises:
         VerdictMismatchError: with ``evidence`` = the Verdict and ``built`` = the BuiltInit.
@@ -344,7 +345,7 @@ def check_built(built: BuiltInit) -> None:
                 f"pass weights for {built.arch.full_name}", evidence=built.verdict)
             err.built = built
             raise err
-    if built.verdict.verdict != built.init:
+    if built.verdict.verdict != built.init and (built.init, built.verdict.verdict) != ("random", "inconclusive"):
         err = VerdictMismatchError(
             f"--init {built.init} built weights whose verdict is {built.verdict.verdict} "
             f"({built.verdict.reason}); source: {built.source.describe()}; nothing was written",

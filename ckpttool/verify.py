@@ -108,7 +108,8 @@ def resolve_expected(path: str | Path, expect: str) -> str:
 
 
 def verdict_meets(verdict: str, expected: str) -> bool:
-    """``any`` accepts every verdict but ``corrupt``."""
+    """``any`` accepts every verdict but ``corrupt``; ``pretrained`` and ``random`` only themselves, so
+    ``inconclusive`` (nothing can tell) fails both: a file too small to judge is never vouched for."""
     return verdict != "corrupt" if expected == "any" else verdict == expected
 
 

@@ -28,7 +28,7 @@ class InitRecord:
 
     path: str  # as given, resolved to an absolute path
     sha256: str  # of the bytes the gate judged and the run loaded (read once)
-    verdict: str  # pretrained | random | partial | corrupt
+    verdict: str  # pretrained | random | partial | inconclusive | corrupt
     reason: str  # the verdict's one sentence of evidence
     untouched_groups: tuple[str, ...]  # partial: the groups that look untouched
     metadata: dict  # the file's metadata (architecture, provenance)
@@ -44,6 +44,9 @@ def decide_gate(verdict: str, *, allow_random: bool, allow_partial: bool) -> str
         return None
     if verdict == "random":
         return None if allow_random else "pass --allow-random to start from a random init on purpose"
+    if verdict == "inconclusive":
+        return None if allow_random else ("the verdict cannot tell whether this init is trained (too small or "
+                                          "featureless); pass --allow-random to start from it anyway")
     if verdict == "partial":
         if allow_partial:
             return None

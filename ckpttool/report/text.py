@@ -15,7 +15,8 @@ from ckpttool.report.escape import escape_markup, escape_text, plain_text
 from ckpttool.verdict.stats import TensorStats
 from ckpttool.verify import FileReport, VerifyRun
 
-_VERDICT_STYLE = {"pretrained": "green", "random": "yellow", "partial": "magenta", "corrupt": "red"}
+_VERDICT_STYLE = {"pretrained": "green", "random": "yellow", "partial": "magenta", "inconclusive": "cyan",
+                  "corrupt": "red"}
 
 
 def _console(buf: io.StringIO):

@@ -51,8 +51,8 @@ _NORM_SUFFIX = re.compile(r"^(.+?)[_-](?:bn|BN|batchnorm|BatchNorm)$")
 
 _HEAD = re.compile(
     r"^(?:(?:model|module|backbone|net|base_model)\.)*"
-    r"(?:head|head_dist|heads|fc|classifier|last_linear|lm_head|aux_head|auxlogits|aux_logits|logits|pooler"
-    r"|output_proj|output_layer|fc_out|out_fc|cls)"
+    r"(?:head|head_dist|heads|fc|classifier|last_linear|(?!conv_)[a-z]+_head|auxlogits|aux_logits|logits|pooler"
+    r"|output_proj|output_layer|fc_out|out_fc|cls|predictions)"
     r"(?:\.|$)",
     re.IGNORECASE,
 )
@@ -75,7 +75,9 @@ def is_head_tensor(name: str) -> bool:
 
     Args:
         name: tensor name after unwrapping, e.g. ``"head.weight"``, ``"fc.bias"`` (ResNet),
-            ``"head.fc.weight"`` (ConvNeXt, Swin), ``"classifier.weight"``, ``"pooler.dense.weight"``.
+            ``"head.fc.weight"`` (ConvNeXt, Swin), ``"classifier.weight"``, ``"pooler.dense.weight"``,
+            any ``*_head`` but EfficientNet's ``conv_head`` (``lm_head``, ``mlm_head``), a masked-LM
+            ``predictions`` head.
 
     Returns:
         True for top-level head modules only (``blocks.0.mlp.fc1.weight`` is not head).

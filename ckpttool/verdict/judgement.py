@@ -1,20 +1,29 @@
-"""Checkpoint verdict: per-tensor statuses -> per-group findings -> pretrained/random/partial/corrupt.
+"""Checkpoint verdict: per-tensor statuses -> per-group findings -> pretrained / random / partial /
+inconclusive / corrupt.
 
 Rules (see design.md "The verdict"):
 
 - any non-finite value anywhere (head included) -> **corrupt**;
 - the classifier head is reported separately and left out unless ``include_head=True``. It is found
-  by name (``head``, ``fc``, ``classifier``, ``pooler``... below any wrapper prefix) and, where no
-  name says so and the file keeps module order (pickles do; safetensors sorts names), by position:
-  the last group holding a matrix;
+  by name (``head``, ``fc``, ``classifier``, ``pooler``, any ``*_head`` but ``conv_head``, a masked-LM
+  ``predictions``... below any wrapper prefix), unless those names span repeated numbered blocks
+  (``heads.0`` ... ``heads.9``: an ensemble is model body). Where no name says so and the file keeps
+  module order (pickles do; safetensors sorts names), the last group holding a matrix is the head
+  only when it looks like one: not a recurrent layer, not the last of a stack of identical blocks
+  (a headless encoder's last layer is body);
 - a group's *judgeable* tensors are those with status ``trained`` or ``init-like`` (matrices, and
   vectors that show training); init constants and too-small tensors say nothing either way, so a
   group made only of them (``cls_token``, ``norm``, layer-scale gammas) is ``unjudged`` and never
   makes a trained checkpoint partial;
 - a parameter that the file's optimizer state shows never received a gradient (``untrained``) and
   whose own statistics show no training is ``init-like`` whatever its shape: its module is untouched;
-- a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has judgeable
-  tensors and none is trained, and ``inconclusive`` instead when that says little: its init-like
+- a group is ``untouched`` whatever else it holds when one of its tensors is evidence that its own
+  module never trained (``ckpttool.verdict.evidence``): a matrix exactly on a standard init in a
+  module with no trained matrix (a weight-only reload, an embedding table re-drawn on N(0, 0.02)),
+  or a norm exactly at its init where its siblings in other blocks moved (a reset norm, a BatchNorm
+  that never ran). The verdict names those tensors (``untouched_tensors``);
+- otherwise a group is ``trained`` when any judgeable tensor is trained, ``untouched`` when it has
+  judgeable tensors and none is trained, and ``inconclusive`` instead when that says little: its init-like
   matrices hold fewer entries than chance allows for in a file of this many groups (2,048, or 512
   per judgeable group: real training leaves 2 in 5 matrices under 1,024 entries and 1 in 30 of
   2,048-32,767 within an init's noise, and every group is one more chance;
@@ -23,15 +32,18 @@ Rules (see design.md "The verdict"):
   ran, no optimizer state). Inconclusive groups are reported and set aside while trained groups outnumber them (a
   few small layers that show no training do not make a trained file partial); otherwise they count
   as untouched (a random file with one false alarm stays far from ``pretrained``);
-- the input layer is reported but not counted when it looks untouched while other groups can be
-  judged (``count_stem=True`` counts it): a small-fan-in input layer can stay within noise of its
-  init through real training (MTCNN's P-Net and R-Net stems, an MLP-Mixer trained on 8x8 digits),
-  and a re-initialised input layer alone is the cheaper mistake to miss. It is found by name
-  (``stem``, ``patch_embed``, ``conv_in``, ``embeddings``...) or, where no name says so and module
-  order is known, as the first group holding a matrix. Token/character embedding tables are input
-  layers wherever they sit: real training moves rarely-seen rows very little from N(0, 1);
-- no trained group -> **random**; trained groups and no untouched group -> **pretrained**;
-  both -> **partial**, naming the untouched groups.
+- the input layer counts only on evidence of its own (an exact init, a reset norm); when it merely
+  shows no training while other groups can be judged it is reported but not counted
+  (``count_stem=True`` counts it): a small-fan-in input layer can stay within noise of its init
+  through real training (MTCNN's P-Net and R-Net stems, an MLP-Mixer trained on 8x8 digits), without
+  sitting exactly on it. It is found by name (``stem``, ``patch_embed``, ``conv_in``, ``embeddings``...)
+  or, where no name says so and module order is known, as the first group holding a matrix.
+  Token/character embedding tables are input layers wherever they sit; one still on N(0, 1) is no
+  evidence (training at unit scale moves rarely-seen rows too little to show);
+- no trained group -> **random** when some group is untouched on evidence (enough entries, an exact
+  init, a BatchNorm), **inconclusive** when every judgeable group is too small to say so or nothing
+  can be judged at all (a width-8 model: "random" would be a guess); trained groups and no
+  untouched group -> **pretrained**; both -> **partial**, naming the untouched groups.
 """
 
 from __future__ import annotations
@@ -44,10 +56,11 @@ from typing import Any
 
 from ckpttool.verdict._init_fit import silent_group_floor
 from ckpttool.verdict.context import batchnorm_prefixes
+from ckpttool.verdict.evidence import role_of, untouched_evidence
 from ckpttool.verdict.grouping import assign_groups, head_tensors, is_embedding_table, is_input_group
 from ckpttool.verdict.stats import TensorStats
 
-VERDICTS = ("pretrained", "random", "partial", "corrupt")
+VERDICTS = ("pretrained", "random", "partial", "inconclusive", "corrupt")
 GROUP_STATUSES = ("trained", "untouched", "inconclusive", "unjudged", "nonfinite")
 
 _MAX_NAMES = 5
@@ -93,6 +106,7 @@ class Verdict:
     reason: str  # one sentence of evidence
     uncounted_groups: tuple[str, ...] = ()  # input-layer groups that look untouched, not counted
     inconclusive_groups: tuple[str, ...] = ()  # small groups that show no training, set aside
+    untouched_tensors: tuple[tuple[str, str], ...] = ()  # (tensor, why) marking its module untouched
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (head tensors as their stats dicts)."""
@@ -109,6 +123,7 @@ class Verdict:
             "reason": self.reason,
             "uncounted_groups": list(self.uncounted_groups),
             "inconclusive_groups": list(self.inconclusive_groups),
+            "untouched_tensors": [{"name": n, "why": why} for n, why in self.untouched_tensors],
         }
 
 
@@ -117,12 +132,16 @@ def _names(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - _MAX_NAMES} more" if len(items) > _MAX_NAMES else "")
 
 
-def _summarise_group(name: str, members: Sequence[TensorStats], floor: int) -> GroupSummary:
+def _summarise_group(name: str, members: Sequence[TensorStats], floor: int, marked: bool) -> GroupSummary:
+    """A group's status: ``marked`` (a tensor of it is evidence of an untouched module) outweighs
+    any trained tensor beside it."""
     trained = sum(s.status == "trained" for s in members)
     init_like = sum(s.status == "init-like" for s in members)
     init_constant = sum(s.status == "init-constant" for s in members)
     if any(s.status == "nonfinite" for s in members):
         status = "nonfinite"
+    elif marked:
+        status = "untouched"
     elif trained:
         status = "trained"
     elif init_like:
@@ -189,10 +208,11 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     for s in stats:
         if s.spectral_ratio is not None:
             matrices.setdefault(group[s.name], []).append(s.name)
-    head = set(head_tensors(names))
+    head = _unless_repeated_blocks(set(head_tensors(names)), group)
     # weights of any size (a single-output layer is a [1, n] "matrix" too small to judge)
     layers = [group[s.name] for s in stats if len(s.shape) >= 2 and s.numel >= 2 and "weight" in s.name.rpartition(".")[2]]
-    if not head and ordered and layers and set(matrices) - {layers[-1]}:  # the output layer by position
+    if (not head and ordered and layers and set(matrices) - {layers[-1]}
+            and _looks_like_a_head(layers[-1], stats, group)):  # the output layer by position
         head = {n for n in names if group[n] == layers[-1]}
     head_groups = {group[n] for n in head}
     inputs = {g for g in group.values() if is_input_group(g)}
@@ -202,6 +222,41 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     # groups whose matrices are all embedding tables (token/character lookups)
     inputs |= {g for g, ms in matrices.items() if all(is_embedding_table(m) for m in ms)}
     return _Layout(group, frozenset(head), frozenset(inputs))
+
+
+def _signatures(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str, frozenset]:
+    """Each group's tensors as (name within the group, shape): equal for repeated blocks."""
+    out: dict[str, set] = {}
+    for s in stats:
+        g = group[s.name]
+        out.setdefault(g, set()).add((s.name[len(g):], s.shape))
+    return {g: frozenset(v) for g, v in out.items()}
+
+
+def _repeated(g: str, signatures: dict[str, frozenset]) -> bool:
+    """Whether group ``g`` is one of a stack of identical blocks (``encoder.layer.11`` beside ``.10``)."""
+    return any(other != g and role_of(other + ".") == role_of(g + ".") and sig == signatures[g]
+               for other, sig in signatures.items())
+
+
+def _looks_like_a_head(g: str, stats: Sequence[TensorStats], group: dict[str, str]) -> bool:
+    """The last layer in module order is taken as the head only when it looks like one: a projection
+    (not a recurrent layer: chars2vec's re-initialised last LSTM), and not the last of a stack of
+    identical blocks (a headless encoder's last layer)."""
+    members = [s for s in stats if group[s.name] == g]
+    if any("_hh" in s.name.rpartition(".")[2] for s in members):
+        return False
+    return not _repeated(g, _signatures(stats, group))
+
+
+def _unless_repeated_blocks(head: set[str], group: dict[str, str]) -> set[str]:
+    """A head found by name that spans repeated numbered blocks (``heads.0`` ... ``heads.9``, an
+    ensemble; ``head.layers.N``, half of a forecasting model) is model body, not a classifier."""
+    groups = {group[n] for n in head}
+    roles = [role_of(g + ".") for g in groups]
+    if any(roles.count(r) > 1 for r in roles):
+        return set()
+    return head
 
 
 def _norms_join_their_layer(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str, str]:
@@ -272,7 +327,9 @@ def judge(
         members.setdefault(layout.group[s.name], []).append(s)
     judgeable = sum(any(s.status in ("trained", "init-like") for s in ms) for ms in members.values())
     floor = silent_group_floor(judgeable)
-    groups = tuple(_summarise_group(name, ms, floor) for name, ms in members.items())
+    evidence = untouched_evidence(body, layout.group)
+    marked = {layout.group[n] for n in evidence}
+    groups = tuple(_summarise_group(name, ms, floor, name in marked) for name, ms in members.items())
 
     counts = dict(
         tensors_total=len(body),
@@ -296,25 +353,34 @@ def judge(
         untouched += [g for g in small if g in layout.inputs]
         small = [g for g in small if g not in layout.inputs]
     elif any(g not in layout.inputs for g in trained + untouched + small):
-        uncounted = [g for g in untouched + small if g in layout.inputs]
-        untouched = [g for g in untouched if g not in layout.inputs]
-        small = [g for g in small if g not in layout.inputs]
+        # an input layer counts only on evidence of its own (an exact init, a reset norm)
+        uncounted = [g for g in untouched + small if g in layout.inputs and g not in marked]
+        untouched = [g for g in untouched if g not in uncounted]
+        small = [g for g in small if g not in uncounted]
     common["uncounted_groups"] = tuple(uncounted)
     judged = len(trained) + len(untouched) + len(small)
+    if not trained:
+        common["uncounted_groups"] = ()  # nothing trained: the input layer is just one more untouched group
+        if untouched or uncounted:
+            reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
+                      f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
+            return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
+        if small:
+            common["inconclusive_groups"] = tuple(small)
+            reason = (f"cannot tell: no tensor shows training, and the {len(small)} judgeable group(s) "
+                      f"({_names(small)}) are too small for that to mean untouched (a model this small or "
+                      f"featureless can look like its init after training).")
+        else:
+            reason = f"cannot tell: none of {len(body)} tensors can be judged (only init constants and small tensors)."
+        return Verdict(verdict="inconclusive", untouched_groups=(), reason=reason, **common)
     if len(trained) > len(small):  # small silent groups among more trained ones say little
         common["inconclusive_groups"] = tuple(small)
         judged -= len(small)
     else:
         untouched += small
         small = []
-    if not trained:
-        if not judged:
-            reason = f"none of {len(body)} tensors can be judged (only init constants and small tensors)."
-        else:
-            reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
-                      f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
-        common["uncounted_groups"] = ()  # nothing trained: the input layer is just one more untouched group
-        return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
+    shown = tuple((n, why) for n, why in evidence.items() if layout.group[n] in untouched)
+    common["untouched_tensors"] = shown
     if not untouched:
         reason = (f"all {judged} judgeable groups are trained: {counts['tensors_trained']} of "
                   f"{len(body)} tensors show training ({_ratio_phrase(body)}).")
@@ -325,6 +391,8 @@ def judge(
         return Verdict(verdict="pretrained", untouched_groups=(), reason=reason, **common)
     reason = (f"{len(untouched)} of {judged} judgeable groups look untouched ({_names(untouched)}) "
               f"while {len(trained)} are trained.")
+    if shown:
+        reason += f" At init: {_names([f'{n} ({why})' for n, why in shown])}."
     if uncounted:
         reason += f" The input layer ({_names(uncounted)}) looks untouched too (not counted)."
     reason += _small_phrase(small)
