@@ -75,6 +75,7 @@ class FileReport:
             "untouched_groups": list(v.untouched_groups),
             "uncounted_groups": list(v.uncounted_groups),
             "inconclusive_groups": list(v.inconclusive_groups),
+            "untouched_tensors": [{"name": n, "why": why} for n, why in v.untouched_tensors],
             "head": [h.name for h in v.head],
             "head_included": v.head_included,
             "reason": v.reason,

@@ -19,7 +19,8 @@ from ckpttool.verify import verify_paths
     type=click.Choice(["auto", "pretrained", "random", "any"]),
     default="auto",
     show_default=True,
-    help="auto: a name containing 'pretrained' must be pretrained, 'random' must be random, else any.",
+    help="auto: a name containing 'pretrained' must be pretrained, 'random' must be random, else any. "
+         "An inconclusive verdict (too small to tell) meets neither pretrained nor random, only any.",
 )
 @click.option("--rule", "rules", multiple=True, metavar="TENSOR:STAT>VALUE", help="Extra rule, reported and enforced (repeatable).")
 @click.option("--include-head", is_flag=True, help="Count the classifier head in the verdict.")

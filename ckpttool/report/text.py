@@ -57,6 +57,8 @@ def _render_file(con, f: FileReport) -> None:
     line(v.reason)
     if v.untouched_groups:
         line(f"untouched: {', '.join(v.untouched_groups)}")
+    for name, why in v.untouched_tensors:  # the tensors that show it, where the group alone would not
+        line(f"  at init: {name} ({why})")
     if v.uncounted_groups:
         line(f"input layer looks untouched (not counted; --count-stem counts it): {', '.join(v.uncounted_groups)}")
     if v.inconclusive_groups:

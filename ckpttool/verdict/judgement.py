@@ -348,6 +348,7 @@ def judge(
     trained = [g.name for g in groups if g.status == "trained"]
     untouched = [g.name for g in groups if g.status == "untouched"]
     small = [g.name for g in groups if g.status == "inconclusive"]
+    silent_beyond_chance = bool(untouched)  # before input layers are set aside
     uncounted: list[str] = []
     if count_stem:  # the input layer counted whatever its size
         untouched += [g for g in small if g in layout.inputs]
@@ -361,10 +362,11 @@ def judge(
     judged = len(trained) + len(untouched) + len(small)
     if not trained:
         common["uncounted_groups"] = ()  # nothing trained: the input layer is just one more untouched group
-        if untouched or uncounted:
+        if silent_beyond_chance:
             reason = (f"no tensor shows trained structure: {counts['tensors_init_like']} look like iid init "
                       f"({_ratio_phrase(body)}), {counts['tensors_init_constant']} are init constants.")
             return Verdict(verdict="random", untouched_groups=(), reason=reason, **common)
+        small += uncounted  # nothing trained: an input layer is one more group too small to tell
         if small:
             common["inconclusive_groups"] = tuple(small)
             reason = (f"cannot tell: no tensor shows training, and the {len(small)} judgeable group(s) "

@@ -77,7 +77,9 @@ def test_include_head_changes_counts(capsys, files):
     assert b["tensors_total"] == a["tensors_total"] + 2
 
 
-def test_untouched_stem_is_reported_and_count_stem_counts_it(capsys, tmp_path):
+def test_a_reinitialised_stem_is_partial_and_the_tensors_that_show_it_are_named(capsys, tmp_path):
+    """The stem is an input layer, counted only on evidence of its own: here its BatchNorms never ran
+    while every other one did. Text, JSON and GitHub all name it."""
     from _trained import trained_resnet
 
     from ckpttool.verdict import _calibration as cal
@@ -86,16 +88,13 @@ def test_untouched_stem_is_reported_and_count_stem_counts_it(capsys, tmp_path):
     f = tmp_path / "resnet_stem_reset_pretrained.safetensors"
     save_checkpoint(f, cal.reinit_modules(model, ["conv1", "bn1"]).state_dict())
     r = run_cli(capsys, "verify", str(f))
-    assert r.code == 0 and "pretrained (expected pretrained)" in r.out
-    assert "input layer looks untouched (not counted; --count-stem counts it): stem" in r.out
+    assert r.code == 1 and "partial (expected pretrained)" in r.out
+    assert "untouched: stem" in r.out and "at init: bn1.running_mean (BatchNorm never ran)" in r.out
     doc = json.loads(run_cli(capsys, "verify", str(f), "--format", "json").out)["files"][0]
-    assert doc["uncounted_groups"] == ["stem"] and doc["untouched_groups"] == []
-    strict = run_cli(capsys, "verify", str(f), "--count-stem", "--format", "json")
-    assert strict.code == 1
-    doc = json.loads(strict.out)["files"][0]
-    assert doc["verdict"] == "partial" and doc["untouched_groups"] == ["stem"]
+    assert doc["verdict"] == "partial" and doc["untouched_groups"] == ["stem"] and doc["uncounted_groups"] == []
+    assert {"name": "bn1.running_mean", "why": "BatchNorm never ran"} in doc["untouched_tensors"]
     gh = run_cli(capsys, "verify", str(f), "--format", "github")
-    assert gh.code == 0 and gh.out.startswith("::warning file=") and "input layer (stem)" in gh.out
+    assert gh.code == 1 and gh.out.startswith("::error file=") and "stem" in gh.out
 
 
 def test_junit_and_github(capsys, files):
