@@ -214,6 +214,9 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     if (not head and ordered and layers and set(matrices) - {layers[-1]}
             and _looks_like_a_head(layers[-1], stats, group)):  # the output layer by position
         head = {n for n in names if group[n] == layers[-1]}
+    if not head and len(set(matrices)) > 2:  # no name, no usable order: the one output nothing consumes
+        found = _dangling_output(stats, group)
+        head = {n for n in names if group[n] == found} if found else set()
     head_groups = {group[n] for n in head}
     inputs = {g for g in group.values() if is_input_group(g)}
     body = [g for g in matrices if g not in head_groups]
@@ -247,6 +250,27 @@ def _looks_like_a_head(g: str, stats: Sequence[TensorStats], group: dict[str, st
     if any("_hh" in s.name.rpartition(".")[2] for s in members):
         return False
     return not _repeated(g, _signatures(stats, group))
+
+
+def _dangling_output(stats: Sequence[TensorStats], group: dict[str, str]) -> str | None:
+    """The group of the one layer whose output width no other layer takes as input width, where
+    exactly one is: the classifier of a file without head names and module order (a Keras or ONNX
+    export saved as safetensors: ``dense_6``, ``linear_85``). Every other layer's outputs feed a
+    layer of that input width; a class count feeds nothing. Embedding tables, recurrent layers and
+    repeated blocks are never it; two or more such layers (attention's fused qkv, concatenations)
+    say nothing."""
+    layers = [s for s in stats if len(s.shape) >= 2 and s.numel >= 2 and s.name.rpartition(".")[2].endswith("weight")
+              and not is_embedding_table(s.name) and "_hh" not in s.name and "_ih" not in s.name]
+    inputs_of: dict[int, set[str]] = {}
+    for s in layers:
+        inputs_of.setdefault(s.shape[1], set()).add(s.name)
+    dangling = {group[s.name] for s in layers if not inputs_of.get(s.shape[0], set()) - {s.name}}
+    if len(dangling) != 1:
+        return None
+    (found,) = dangling
+    if is_input_group(found) or _repeated(found, _signatures(stats, group)):
+        return None
+    return found
 
 
 def _unless_repeated_blocks(head: set[str], group: dict[str, str]) -> set[str]:
