@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError
+from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError, LfsPointerError
 
 SAFETENSORS = "safetensors"
 TORCH_ZIP = "torch-zip"
@@ -102,6 +102,7 @@ def detect_format(path: Path) -> str:
     Raises:
         CheckpointNotFoundError: the path does not exist.
         CheckpointFormatError: a folder, a FIFO or device, an empty file, or content that is none of the above.
+        LfsPointerError: a Git LFS pointer in place of the checkpoint (a checkout without the content).
     """
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
@@ -125,6 +126,12 @@ def detect_format(path: Path) -> str:
             return SAFETENSORS
     if head[0] == _PICKLE_PROTO:
         return TORCH_LEGACY
+    if head.startswith(b"version "):  # a Git LFS checkout without the content: say so, and how to fetch it
+        from ckpttool.formats.lfs_pointer import read_lfs_pointer
+
+        pointer = read_lfs_pointer(path)
+        if pointer is not None:
+            raise LfsPointerError(pointer.describe(path), pointer)
     raise CheckpointFormatError(
         f"{path} is not a checkpoint: its content is neither safetensors, a torch zip nor a torch pickle "
         f"(it starts with {head[:8]!r}); check that it is the right file and was copied completely"
