@@ -52,7 +52,7 @@ def test_readme_pattern_stops_a_random_init_named_pretrained(tmp_path):
 
 
 def test_readme_pattern_lets_a_trained_init_through(tmp_path):
-    from tests._trained import trained_resnet
+    from _trained import trained_resnet
 
     trained, _ = trained_resnet()
     init = _save_init(tmp_path, "test_resnet_digits_pretrained_init.pth.tar", trained)
@@ -61,7 +61,7 @@ def test_readme_pattern_lets_a_trained_init_through(tmp_path):
 
 
 def test_in_memory_verdict_is_verifys_verdict_and_reads_no_file(tmp_path, monkeypatch):
-    from tests._trained import trained_resnet
+    from _trained import trained_resnet
 
     trained, _ = trained_resnet()
     path = _save_init(tmp_path, "w.pth", trained)
