@@ -27,11 +27,11 @@ from ckpttool.verdict.stats import TensorStats
 # category -> (colour, legend label); the order is the legend's
 CATEGORIES = {
     "trained": ("#2ca02c", "trained"),
-    "untouched": ("#d62728", "untouched (counts against the verdict)"),
+    "untouched": ("#d62728", "untouched (counted)"),
     "uncounted": ("#ff7f0e", "input layer, looks untouched (not counted)"),
     "inconclusive": ("#bcbd22", "too small to tell (set aside)"),
     "head": ("#1f77b4", "classifier head (left out)"),
-    "unjudged": ("#c7c7c7", "init constants / too small (no evidence)"),
+    "unjudged": ("#c7c7c7", "no evidence (init constants, tiny)"),
     "nonfinite": ("#000000", "NaN/Inf"),
 }
 _VERDICT_COLOURS = {"pretrained": "#2ca02c", "random": "#7f7f7f", "partial": "#d62728", "corrupt": "#000000"}
@@ -107,7 +107,8 @@ def save_verdict_plot(stats: Sequence[TensorStats], verdict: Verdict, out: str |
     ax2.set_xlim(-0.5, len(rows) - 0.5)
     present = [c for c in CATEGORIES if any(r.category == c for r in rows)]
     strip.legend(handles=[Patch(color=CATEGORIES[c][0], label=CATEGORIES[c][1]) for c in present],
-                 loc="lower left", bbox_to_anchor=(0, 1.02), ncol=min(3, len(present)), fontsize=7, frameon=False)
+                 loc="lower left", bbox_to_anchor=(0, 1.02), fontsize=7, frameon=False,
+                 ncol=max(1, min(len(present), int(fig.get_figwidth() / 2.6))))
     reason = "\n".join(textwrap.wrap(_label(verdict.reason), width=max(60, int(fig.get_figwidth() * 14))))
     fig.suptitle(f"{_label(title)}: {verdict.verdict.upper()}" if title else verdict.verdict.upper(),
                  color=_VERDICT_COLOURS.get(verdict.verdict, "black"), fontweight="bold")
