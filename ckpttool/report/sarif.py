@@ -61,8 +61,12 @@ def render_sarif(run: VerifyRun) -> str:
             "id": rule,
             "name": name,
             "shortDescription": {"text": short},
+            "fullDescription": {"text": short},
             "help": {"text": help_text},
             "defaultConfiguration": {"level": "error"},
+            # code scanning ranks security alerts by this; a pickle that would run code is one
+            "properties": {"tags": ["security"], "security-severity": "8.0"} if rule == "unsafe-pickle"
+            else {"tags": ["correctness"]},
         }
         for rule, (name, short, help_text) in RULES.items()
     ]
@@ -103,7 +107,9 @@ def _result(rule: str, path: Path, message: str, properties: dict) -> dict:
         "ruleIndex": _RULE_INDEX[rule],
         "level": "error",
         "message": {"text": escape_text(message)},
-        "locations": [{"physicalLocation": {"artifactLocation": location}}],
+        # a checkpoint has no lines; code scanning shows a result only with a region (its GH1003), so
+        # the file-level finding sits on line 1, as other scanners of binary artifacts do
+        "locations": [{"physicalLocation": {"artifactLocation": location, "region": {"startLine": 1}}}],
         # one alert per file and rule across runs, whatever the message says this time
         "partialFingerprints": {"ckpttoolFileRule/v1": hashlib.sha256(
             f"{location['uri']}\0{rule}".encode()).hexdigest()[:32]},
