@@ -103,6 +103,14 @@ def require(
 
 def _state_dict_of(weights: Any) -> tuple[Mapping[str, Any], str]:
     if isinstance(weights, Mapping):
+        import torch
+
+        if not any(isinstance(v, torch.Tensor) for v in weights.values()):
+            # a whole training checkpoint ({'state_dict': ..., 'epoch': ...}) would judge as nothing
+            keys = ", ".join(repr(k) for k in list(weights)[:5])
+            raise InvalidArgumentError(
+                f"ckpttool.require got a dict without tensors at its top level (keys: {keys or 'none'}); pass "
+                "the state dict itself, e.g. checkpoint['state_dict'], or the checkpoint's path")
         return weights, "state dict"
     state_dict = getattr(weights, "state_dict", None)
     if callable(state_dict):  # an nn.Module (or anything that gives one)

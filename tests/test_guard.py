@@ -91,7 +91,10 @@ def test_require_names_what_it_takes():
     with pytest.raises(InvalidArgumentError, match="takes a state dict, an nn.Module or a checkpoint path, not int"):
         ckpttool.require(3)
     with pytest.raises(InvalidArgumentError, match="expect='auto' reads the expectation from a name"):
-        ckpttool.require({}, expect="auto")
+        ckpttool.require(_fresh_model(), expect="auto")
+    with pytest.raises(InvalidArgumentError, match=r"without tensors at its top level \(keys: 'state_dict', 'epoch'\); "
+                                                   r"pass the state dict itself"):
+        ckpttool.require({"state_dict": _fresh_model().state_dict(), "epoch": 3})
     with pytest.raises(InvalidArgumentError, match="unknown expectation 'trained'"):
         ckpttool.require(_fresh_model(), expect="trained")
     torch.manual_seed(3)
