@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ckpttool.errors import InvalidArgumentError, UnexpectedWeightsError
@@ -36,8 +37,25 @@ def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = Fals
     from ckpttool.verdict import judge
     from ckpttool.verdict.stats import compute_stats_from_arrays
 
-    stats = compute_stats_from_arrays(state_dict_arrays(state_dict))
+    with _one_blas_thread():
+        stats = compute_stats_from_arrays(state_dict_arrays(state_dict))
     return judge(stats, include_head=include_head, count_stem=count_stem)
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS on one thread while the statistics run. Their matrix-vector products are small;
+    OpenBLAS's extra threads busy-wait between them, and beside other busy processes that made the
+    guard 5x slower (ViT-Small on a 2-core machine at load average ~13: 7-10 s wall and 3-3.8 s CPU
+    with numpy's two threads, 1.4-1.6 s wall and 0.6 s CPU with one; ``benchmarks/guard_cost.py``).
+    The training script's own settings are restored on exit."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a declared dependency; without it, the same verdict, only slower under load
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def require(
@@ -84,7 +102,8 @@ def require(
     if isinstance(weights, (str, os.PathLike)):
         label = str(name if name is not None else weights)
         expected = resolve_expected(label, expect)
-        report = verify_file(weights, expect=expected, include_head=include_head, count_stem=count_stem)
+        with _one_blas_thread():
+            report = verify_file(weights, expect=expected, include_head=include_head, count_stem=count_stem)
         if not report.passed:
             raise _error(label, report.verdict, expected, report.failure_reason)
         return report.verdict
