@@ -100,3 +100,21 @@ def test_require_names_what_it_takes():
     torch.manual_seed(3)
     with pytest.raises(UnexpectedWeightsError, match=r"^init_pretrained\.pth: verdict random"):
         ckpttool.require(_fresh_model(), expect="auto", name="init_pretrained.pth")
+
+
+def test_numpy_blas_runs_on_one_thread_while_judging_and_is_restored(monkeypatch):
+    """OpenBLAS's idle threads spin between the statistics' small products: 5x slower beside other jobs."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from ckpttool.verdict import stats as stats_module
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    seen = []
+    real = stats_module.compute_stats_from_arrays
+    monkeypatch.setattr(stats_module, "compute_stats_from_arrays", lambda items: seen.append(blas_threads()) or real(items))
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        ckpttool.require(_fresh_model(), expect="any")
+        assert blas_threads() == before
+    assert seen and seen[0] and all(n == 1 for n in seen[0])
