@@ -5,6 +5,8 @@
   unpickled by our own restricted unpickler (``unpickler``) into lazy tensor descriptions
   (``torch_tensors``) that are read one at a time as numpy arrays.
 - ``dtypes``: dtype tables shared by all of them; ``limits``: the documented resource caps.
+- ``lfs_pointer``: a Git LFS pointer text in place of a checkpoint (a checkout without the LFS
+  content), named as such by ``detect_format`` instead of "not a checkpoint".
 
 ``ckpttool.loading`` dispatches to these and unwraps what they return.
 """
