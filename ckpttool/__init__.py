@@ -8,6 +8,7 @@ Example:
     >>> report = ckpttool.verify_file("init_model/vit_small_cifar10_pretrained_init.pth.tar")  # doctest: +SKIP
     >>> report.verdict.verdict, report.passed  # doctest: +SKIP
     ('pretrained', True)
+    >>> ckpttool.require(model, expect="pretrained")  # in a training script; raises if it is not  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from ckpttool.errors import (
     DatasetError,
     GateRefusedError,
     InvalidArgumentError,
+    LfsPointerError,
     ManifestError,
     OutputError,
     ResourceExhaustedError,
     RunInterruptedError,
+    UnexpectedWeightsError,
     UnsafeCheckpointError,
     VerdictMismatchError,
     WeightsUnavailableError,
@@ -51,6 +54,8 @@ _LAZY = {
     "verify_file": "ckpttool.verify",
     "verify_paths": "ckpttool.verify",
     "judge_file": "ckpttool.verify",
+    "require": "ckpttool.guard",
+    "judge_state_dict": "ckpttool.guard",
     "InspectReport": "ckpttool.inspection",
     "inspect_file": "ckpttool.inspection",
     "GenerateRequest": "ckpttool.generate",
@@ -79,10 +84,12 @@ __all__ = [
     "DatasetError",
     "GateRefusedError",
     "InvalidArgumentError",
+    "LfsPointerError",
     "ManifestError",
     "OutputError",
     "ResourceExhaustedError",
     "RunInterruptedError",
+    "UnexpectedWeightsError",
     "UnsafeCheckpointError",
     "VerdictMismatchError",
     "WeightsUnavailableError",

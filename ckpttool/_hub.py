@@ -27,7 +27,11 @@ from ckpttool.errors import WeightsUnavailableError
 
 # timm's hub repos hold these; safetensors first (no pickle), the .bin is loaded by our safe loader.
 DEFAULT_FILENAMES = ("model.safetensors", "pytorch_model.bin")
-_FIX = "run once with network access to fill the cache, or pass --weights-file PATH"
+# What else the caller can do, named in each error: an option of the command that asked. `generate`
+# (download_weights) takes --weights-file; a hf:// path (download_file: verify and the other
+# commands that take one) can be replaced by a local copy.
+WEIGHTS_FILE_FIX = "pass --weights-file PATH"
+LOCAL_COPY_FIX = "pass a local copy of the file instead of the hf:// path"
 _AUTH = ("log in with `hf auth login` (or set HF_TOKEN to a token with read access) and accept the "
          "model's terms on its hub page")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -117,13 +121,13 @@ def download_weights(repo_id: str, *, revision: str | None = None,
     where = f"{repo_id}" + (f"@{revision}" if revision else "")
     not_cached: list[str] = []
     for filename in filenames:
-        got = _fetch(repo_id, filename, revision, not_cached)
+        got = _fetch(repo_id, filename, revision, not_cached, WEIGHTS_FILE_FIX)
         if got is not None:
             return got
     if not_cached:
-        raise _not_cached_error(where, not_cached[0])
+        raise _not_cached_error(where, not_cached[0], WEIGHTS_FILE_FIX)
     raise WeightsUnavailableError(
-        f"{where} has none of {', '.join(filenames)}; pass --weights-file PATH")
+        f"{where} has none of {', '.join(filenames)}; {WEIGHTS_FILE_FIX}")
 
 
 def download_file(repo_id: str, filename: str, *, revision: str | None = None) -> HubWeights:
@@ -138,25 +142,27 @@ def download_file(repo_id: str, filename: str, *, revision: str | None = None) -
     """
     where = f"{repo_id}" + (f"@{revision}" if revision else "")
     not_cached: list[str] = []
-    got = _fetch(repo_id, filename, revision, not_cached)
+    got = _fetch(repo_id, filename, revision, not_cached, LOCAL_COPY_FIX)
     if got is not None:
         return got
     if not_cached:
-        raise _not_cached_error(where, filename)
+        raise _not_cached_error(where, filename, LOCAL_COPY_FIX)
     raise WeightsUnavailableError(
         f"{where} has no file {filename!r} (the hub answered 404 for it); check the file name in the repo")
 
 
 # -- internals ------------------------------------------------------------------------------------
 
-def _fetch(repo_id: str, filename: str, revision: str | None, not_cached: list[str]) -> HubWeights | None:
-    """One file; None when the repo does not have it (or, offline, when it is not cached)."""
+def _fetch(repo_id: str, filename: str, revision: str | None, not_cached: list[str],
+           fix: str) -> HubWeights | None:
+    """One file; None when the repo does not have it (or, offline, when it is not cached). ``fix``:
+    the alternative each error names (``WEIGHTS_FILE_FIX`` or ``LOCAL_COPY_FIX``)."""
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     except ImportError as e:  # pragma: no cover - it is a declared dependency
         raise WeightsUnavailableError(
-            "huggingface_hub is not installed; `pip install huggingface_hub`, or pass --weights-file PATH") from e
+            f"huggingface_hub is not installed; `pip install huggingface_hub`, or {fix}") from e
 
     offline = is_offline()
     try:
@@ -166,13 +172,13 @@ def _fetch(repo_id: str, filename: str, revision: str | None, not_cached: list[s
         if offline:
             not_cached.append(filename)  # another candidate may be cached
             return None
-        raise _translate(e, repo_id, filename, revision) from e
+        raise _translate(e, repo_id, filename, revision, fix) from e
     except EntryNotFoundError as e:
         if _status(e) in (401, 403):
-            raise _translate(e, repo_id, filename, revision) from e
+            raise _translate(e, repo_id, filename, revision, fix) from e
         return None  # the repo does not have this file
     except (*_transport_errors(), OSError, ValueError) as e:
-        raise _translate(e, repo_id, filename, revision) from e
+        raise _translate(e, repo_id, filename, revision, fix) from e
     local_path = Path(local)
     sha = _check_blob(local_path, repo_id, filename, revision)
     return HubWeights(repo_id=repo_id, filename=filename, revision=revision,
@@ -204,7 +210,8 @@ def _check_blob(path: Path, repo_id: str, filename: str, revision: str | None) -
     return sha
 
 
-def _translate(e: BaseException, repo_id: str, filename: str, revision: str | None) -> WeightsUnavailableError:
+def _translate(e: BaseException, repo_id: str, filename: str, revision: str | None,
+               fix: str) -> WeightsUnavailableError:
     """One clear line for whatever huggingface_hub or its HTTP stack raised."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
@@ -221,18 +228,18 @@ def _translate(e: BaseException, repo_id: str, filename: str, revision: str | No
     if isinstance(cause, GatedRepoError) or status in (401, 403) and not isinstance(cause, RevisionNotFoundError):
         return WeightsUnavailableError(
             f"hub repository {repo_id} is gated or private (HTTP {status}) and this request was not allowed: "
-            f"{_AUTH}, then run again; or pass --weights-file PATH")
+            f"{_AUTH}, then run again; or {fix}")
     if isinstance(cause, RepositoryNotFoundError):
         return WeightsUnavailableError(
             f"hub repository {repo_id} not found on {host} (HTTP {status}); check the model name and tag, "
-            f"or, if it is private, {_AUTH}; or pass --weights-file PATH")
+            f"or, if it is private, {_AUTH}; or {fix}")
     if isinstance(cause, RevisionNotFoundError):
         return WeightsUnavailableError(
             f"revision {revision!r} not found in {repo_id}; pass an existing branch, tag or commit")
     if status is not None:
         return WeightsUnavailableError(
             f"the hub at {host} answered HTTP {status} for {where}; nothing was written; "
-            "try again later, or pass --weights-file PATH")
+            f"try again later, or {fix}")
     kind = _transport_kind(cause)
     if kind == "timeout":
         return WeightsUnavailableError(
@@ -251,8 +258,9 @@ def _translate(e: BaseException, repo_id: str, filename: str, revision: str | No
             "nothing was written; run again")
     if isinstance(e, LocalEntryNotFoundError):
         return WeightsUnavailableError(
-            f"could not download {where} from {host} and it is not in the cache: {_first_line(cause)}; {_FIX}")
-    return WeightsUnavailableError(f"could not download {where}: {_first_line(cause)}; {_FIX}")
+            f"could not download {where} from {host} and it is not in the cache: {_first_line(cause)}; "
+            f"{_refill(fix)}")
+    return WeightsUnavailableError(f"could not download {where}: {_first_line(cause)}; {_refill(fix)}")
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -311,13 +319,17 @@ def _maybe_import(name: str):
         return None
 
 
-def _not_cached_error(where: str, filename: str) -> WeightsUnavailableError:
+def _refill(fix: str) -> str:
+    return f"run once with network access to fill the cache, or {fix}"
+
+
+def _not_cached_error(where: str, filename: str, fix: str) -> WeightsUnavailableError:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     cache = hub_cache_dir() or HF_HUB_CACHE
     return WeightsUnavailableError(
         f"pretrained weights {where}/{filename} unavailable: HF_HUB_OFFLINE is set and the file is not "
-        f"in {cache}; {_FIX}")
+        f"in {cache}; {_refill(fix)}")
 
 
 def _where(repo_id: str, revision: str | None) -> str:

@@ -55,6 +55,16 @@ class VerdictMismatchError(CkptError):
         self.evidence = evidence
 
 
+class UnexpectedWeightsError(VerdictMismatchError):
+    """``ckpttool.require``: weights are not what the training script expects. ``verdict`` (also
+    ``evidence``) is the ``Verdict`` that says what they are; ``expected`` is what was asked."""
+
+    def __init__(self, message: str, *, verdict: object, expected: str):
+        super().__init__(message, evidence=verdict)
+        self.verdict = verdict
+        self.expected = expected
+
+
 class GateRefusedError(VerdictMismatchError):
     """The pruning runner refused an init whose verdict is not acceptable."""
 
@@ -76,3 +86,12 @@ class BatchFailedError(CkptError):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class LfsPointerError(CheckpointFormatError):
+    """The file is a Git LFS pointer, not the checkpoint: the repository was checked out without its LFS
+    content. ``pointer`` (a ``ckpttool.formats.lfs_pointer.LfsPointer``) has the content's sha256 and size."""
+
+    def __init__(self, message: str, pointer: object | None = None):
+        super().__init__(message)
+        self.pointer = pointer

@@ -36,6 +36,7 @@ from ckpttool.errors import (
     VerdictMismatchError,
     WeightsUnavailableError,
 )
+from ckpttool.guard import judge_state_dict
 
 INITS = ("pretrained", "random")
 WEIGHT_INITS = ("", "jax", "jax_nlhb", "moco")  # timm ViT init modes ('' = timm's default)
@@ -465,20 +466,6 @@ def generate_each(requests: Iterable[GenerateRequest], *,
         if progress:
             progress(GenerateProgress(i, len(requests), req, "done", result))
     return BatchOutcome(tuple(written), tuple(failed))
-
-
-def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = False):
-    """The verdict of in-memory torch tensors (adapter onto ckpttool.verdict.stats + ckpttool.verdict).
-
-    Returns:
-        ckpttool.verdict.Verdict
-    """
-    from ckpttool.loading import state_dict_arrays
-    from ckpttool.verdict import judge
-    from ckpttool.verdict.stats import compute_stats_from_arrays
-
-    stats = compute_stats_from_arrays(state_dict_arrays(state_dict))
-    return judge(stats, include_head=include_head)
 
 
 def parse_model_kwargs(text: str | None) -> tuple[tuple[str, Any], ...]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import load_checkpoint
-from ckpttool.verdict.stats import NUMERIC_FIELDS, TensorStats, compute_checkpoint_stats
+from ckpttool.verdict import Verdict
+from ckpttool.verdict.stats import NUMERIC_FIELDS, TensorStats
 
 # Columns `--sort` accepts: TensorStats fields that order meaningfully.
 SORT_COLUMNS = ("name", *NUMERIC_FIELDS, "status")
@@ -28,6 +29,7 @@ class InspectReport:
     tensors: tuple[TensorStats, ...]
     weight_sets: tuple[str | None, ...] = ()  # every weight set in the file; ``tensors`` are the first's
     params_without_optimizer_state: tuple[str, ...] | None = None  # see ckpttool.verdict.optimizer_state
+    verdict: Verdict | None = None  # the verdict of ``tensors``, as ``verify`` gives it (default options)
 
     @property
     def summary(self) -> dict:
@@ -73,9 +75,11 @@ def inspect_file(path: str | Path) -> InspectReport:
         >>> r.summary["by_status"]  # doctest: +SKIP
         {'init-constant': 52, 'init-like': 98, 'too-small': 2}
     """
+    from ckpttool.verify import judge_checkpoint
+
     path = Path(path)
     with load_checkpoint(path) as ckpt:
-        stats = tuple(compute_checkpoint_stats(ckpt))
+        stats, verdict = judge_checkpoint(ckpt)
         return InspectReport(
             path=path,
             format=ckpt.format,
@@ -86,6 +90,7 @@ def inspect_file(path: str | Path) -> InspectReport:
             tensors=stats,
             weight_sets=tuple(ckpt.weight_sets),
             params_without_optimizer_state=ckpt.params_without_optimizer_state,
+            verdict=verdict,
         )
 
 

@@ -113,6 +113,11 @@ class ManifestCheck:
     sha256_mismatches: tuple[HashMismatch, ...]  # -> fails
     verdict_mismatches: tuple[VerdictMismatch, ...]  # -> fails
     unlisted: tuple[str, ...]  # on disk, not listed -> warning only
+    # Listed files that are Git LFS pointers (content not fetched); with ``lfs_oids_checked`` their
+    # pointer's oid and size were compared with the entry instead of the content (verdict not checked),
+    # otherwise they count as unreadable.
+    lfs_pointers: tuple[str, ...] = ()
+    lfs_oids_checked: bool = False
 
     @property
     def passed(self) -> bool:
@@ -127,6 +132,8 @@ class ManifestCheck:
             "sha256_mismatches": [m.to_dict() for m in self.sha256_mismatches],
             "verdict_mismatches": [m.to_dict() for m in self.verdict_mismatches],
             "unlisted": list(self.unlisted),
+            "lfs_pointers": list(self.lfs_pointers),
+            "lfs_oids_checked": self.lfs_oids_checked,
         }
 
 
@@ -217,11 +224,14 @@ def update_manifest(manifest_path: str | Path, entry: ManifestEntry) -> Manifest
     return updated
 
 
-def check_manifest(manifest_path: str | Path) -> ManifestCheck:
+def check_manifest(manifest_path: str | Path, *, lfs_oids: bool = False) -> ManifestCheck:
     """Check every file the manifest lists, and list checkpoint files it does not.
 
     Args:
         manifest_path: ``init_model/MANIFEST.json`` (or a folder holding one).
+        lfs_oids: a listed file that is a Git LFS pointer (a checkout without the LFS content) is
+            checked by its pointer instead: the oid must equal the entry's sha256 and the size its
+            size. Its verdict cannot be checked without the content. Off, a pointer is unreadable.
 
     Returns:
         A :class:`ManifestCheck`; ``passed`` is False on a missing file, a sha256 mismatch or a
@@ -235,6 +245,8 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
         >>> check.passed, check.missing
         (True, ())
     """
+    from ckpttool.errors import LfsPointerError
+    from ckpttool.formats.lfs_pointer import read_lfs_pointer
     from ckpttool.verify import judge_file
 
     manifest_path = Path(manifest_path)
@@ -242,7 +254,7 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
         manifest_path = manifest_path / MANIFEST_NAME
     manifest = read_manifest(manifest_path)
     folder = manifest_path.parent
-    checked, missing, hashes, verdicts = [], [], [], []
+    checked, missing, hashes, verdicts, pointers = [], [], [], [], []
     for entry in manifest.entries:
         file = folder / entry.path
         try:
@@ -254,11 +266,21 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
             verdicts.append(VerdictMismatch(entry.path, entry.expected_verdict, "unreadable", str(e)))
             continue
         checked.append(entry.path)
+        pointer = read_lfs_pointer(file) if lfs_oids else None
+        if pointer is not None:  # the pointer names the content's sha256 and size: compare those
+            pointers.append(entry.path)
+            if (pointer.oid, pointer.size) != (entry.sha256, entry.size):
+                size = "" if pointer.size == entry.size else f" (size {pointer.size}, expected {entry.size})"
+                hashes.append(HashMismatch(entry.path, entry.sha256, pointer.oid + size))
+            continue
         if actual_sha != entry.sha256:
             hashes.append(HashMismatch(entry.path, entry.sha256, actual_sha))
         try:
             verdict = judge_file(file)
             actual, reason = verdict.verdict, verdict.reason
+        except LfsPointerError as e:
+            pointers.append(entry.path)
+            actual, reason = "unreadable", str(e)
         except CkptError as e:  # unreadable/unsafe: it cannot have the recorded verdict
             actual, reason = "unreadable", str(e)
         if actual != entry.expected_verdict:
@@ -272,6 +294,8 @@ def check_manifest(manifest_path: str | Path) -> ManifestCheck:
         sha256_mismatches=tuple(sorted(hashes, key=lambda m: m.path)),
         verdict_mismatches=tuple(sorted(verdicts, key=lambda m: m.path)),
         unlisted=tuple(unlisted),
+        lfs_pointers=tuple(sorted(pointers)),
+        lfs_oids_checked=lfs_oids,
     )
 
 

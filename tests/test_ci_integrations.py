@@ -59,3 +59,33 @@ def test_hook_and_action_definitions():
         assert needle in action, needle
     readme = (REPO / "README.md").read_text()
     assert "id: ckpttool-verify" in readme and "action.yml" in readme
+
+
+def test_action_verify_step_writes_sarif_for_upload(tmp_path):
+    """The action's own shell step, run as GitHub runs it (bash -e -o pipefail), with `sarif:` set:
+    annotations on stdout, exit 1, and a SARIF file naming the failing checkpoint."""
+    import json
+
+    import yaml
+
+    from ckpttool.saving import save_checkpoint
+
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    (step,) = [s for s in action["runs"]["steps"] if s.get("name") == "Verify"]
+    folder = tmp_path / "init_model"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(folder / "tiny_pretrained_init.safetensors", {f"blocks.{i}.w": torch.randn(32, 32) for i in range(3)})
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "CKPT_PATHS": "init_model/", "CKPT_MANIFEST": "", "CKPT_EXPECT": "auto", "CKPT_SARIF": "ckpttool.sarif",
+           "CKPT_LFS_OIDS": "false"}
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("::error file=init_model/tiny_pretrained_init.safetensors,")
+    (result,) = json.loads((tmp_path / "ckpttool.sarif").read_text())["runs"][0]["results"]
+    assert result["ruleId"] == "verdict-mismatch"
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == \
+        "init_model/tiny_pretrained_init.safetensors"

@@ -15,16 +15,17 @@ from ckpttool.report.escape import escape_text
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose name matches, e.g. 'blocks.0.*'.")
 @click.option("--sort", type=click.Choice(SORT_COLUMNS), help="Sort by a column (numbers descending).")
 @click.option("--top", type=click.IntRange(min=1), help="Show only the first N rows.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write std and spectral ratio along depth as PNG.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a PNG: each group coloured by what the verdict made of it, std and spectral ratio along the depth.")
 @format_option
 def command(file: str, pattern: str | None, sort: str | None, top: int | None, plot_path: str | None, fmt: str) -> None:
     """Per-tensor statistics of FILE: mean, std, kurtosis, zeros, spectral ratio, status."""
     report = inspect_file(file)
     rows = select_tensors(report.tensors, pattern=pattern, sort=sort, top=top)
     if plot_path:
-        from ckpttool.plot import save_depth_plot
+        from ckpttool.plot import save_verdict_plot
 
-        save_depth_plot(report.tensors, plot_path, title=str(report.path))
+        save_verdict_plot(report.tensors, report.verdict, plot_path, title=report.path.name)
     if fmt == "json":
         d = report.to_dict()
         keep = {t.name for t in rows}

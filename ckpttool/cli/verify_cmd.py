@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from ckpttool.cli._output import emit_json, fail_line, print_to_stdout
+from ckpttool.cli._output import emit_json, fail_line, hint, print_to_stdout
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.report import FORMATS, get_renderer
+from ckpttool.report.escape import escape_text
 from ckpttool.verify import verify_paths
 
 
@@ -27,9 +28,15 @@ from ckpttool.verify import verify_paths
 @click.option("--count-stem", is_flag=True,
               help="Let an untouched-looking input layer (stem, patch_embed) make a checkpoint partial.")
 @click.option("--manifest", "manifest", type=click.Path(dir_okay=False), help="Check files against a MANIFEST.json.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--lfs-oids", is_flag=True,
+              help="With --manifest: check a listed file that is a Git LFS pointer by its oid and size, "
+                   "without the content (its verdict is not checked).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="text, json, junit (JUnit XML), github (workflow annotations) or sarif (SARIF 2.1.0).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="For one checkpoint: write a PNG of its groups coloured by the verdict (needs the torch extra).")
 def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include_head: bool, count_stem: bool,
-            manifest: str | None, fmt: str) -> None:
+            manifest: str | None, lfs_oids: bool, fmt: str, plot_path: str | None) -> None:
     """Verdict pretrained / random / partial / corrupt for each checkpoint under PATHS.
 
     A PATH may be a hub file, hf://ORG/REPO[@REVISION]/FILE: it is downloaded into the Hugging Face
@@ -42,25 +49,49 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
         raise InvalidArgumentError("give at least one PATH or --manifest FILE (see 'ckpttool verify --help')")
     if manifest and paths and fmt != "text":
         raise InvalidArgumentError(f"--format {fmt} prints one document: run --manifest and PATHS in separate calls")
+    if lfs_oids and not manifest:
+        raise InvalidArgumentError("--lfs-oids checks pointers against a manifest; add --manifest FILE")
+    if plot_path and not paths:
+        raise InvalidArgumentError("--plot draws one checkpoint given as PATH; add it")
     codes = []
     if manifest:
-        codes.append(_check_manifest(manifest, fmt))
+        codes.append(_check_manifest(manifest, fmt, lfs_oids))
     if paths:
         paths, hub = _fetch_hub_paths(paths)
+        if plot_path:
+            _check_one_file(paths)
         run = verify_paths(paths, expect=expect, rules=rules, include_head=include_head, count_stem=count_stem)
         for e in run.errors:
             fail_line(e.error)
         out = _with_hub_sources(get_renderer(fmt)(run), fmt, hub)
         if out:
             print_to_stdout(out)
+        if plot_path and run.files:
+            from ckpttool.plot import save_verdict_plot
+
+            f = run.files[0]
+            save_verdict_plot(f.stats, f.verdict, plot_path, title=f.path.name)
+            click.echo(f"plot written to {escape_text(plot_path)}", err=True)
         codes.append(run.exit_code)
     sys.exit(max(codes))
 
 
-def _check_manifest(manifest: str, fmt: str) -> int:
+def _check_one_file(paths: tuple[str, ...]) -> None:
+    """--plot draws one file: refuse before reading anything when PATHS hold more or fewer."""
+    from ckpttool.loading import find_checkpoints
+
+    found = [f for p in paths for f in find_checkpoints(p)]
+    if len(found) != 1:
+        raise InvalidArgumentError(f"--plot draws one checkpoint, and PATHS hold {len(found)}; pass one file")
+
+
+def _check_manifest(manifest: str, fmt: str, lfs_oids: bool) -> int:
     from ckpttool.manifest import check_manifest
 
-    check = check_manifest(manifest)
+    check = check_manifest(manifest, lfs_oids=lfs_oids)
+    if check.lfs_pointers and not lfs_oids:
+        hint(f"{len(check.lfs_pointers)} listed file(s) are Git LFS pointers without their content; fetch it, "
+             "or add --lfs-oids to check each pointer's oid against the manifest without the content")
     if fmt == "json":
         emit_json(check.to_dict())
     else:

@@ -5,6 +5,8 @@
   unpickled by our own restricted unpickler (``unpickler``) into lazy tensor descriptions
   (``torch_tensors``) that are read one at a time as numpy arrays.
 - ``dtypes``: dtype tables shared by all of them; ``limits``: the documented resource caps.
+- ``lfs_pointer``: a Git LFS pointer text in place of a checkpoint (a checkout without the LFS
+  content), named as such by ``detect_format`` instead of "not a checkpoint".
 
 ``ckpttool.loading`` dispatches to these and unwraps what they return.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError
+from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError, LfsPointerError
 
 SAFETENSORS = "safetensors"
 TORCH_ZIP = "torch-zip"
@@ -102,6 +104,7 @@ def detect_format(path: Path) -> str:
     Raises:
         CheckpointNotFoundError: the path does not exist.
         CheckpointFormatError: a folder, a FIFO or device, an empty file, or content that is none of the above.
+        LfsPointerError: a Git LFS pointer in place of the checkpoint (a checkout without the content).
     """
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
@@ -125,6 +128,12 @@ def detect_format(path: Path) -> str:
             return SAFETENSORS
     if head[0] == _PICKLE_PROTO:
         return TORCH_LEGACY
+    if head.startswith(b"version "):  # a Git LFS checkout without the content: say so, and how to fetch it
+        from ckpttool.formats.lfs_pointer import read_lfs_pointer
+
+        pointer = read_lfs_pointer(path)
+        if pointer is not None:
+            raise LfsPointerError(pointer.describe(path), pointer)
     raise CheckpointFormatError(
         f"{path} is not a checkpoint: its content is neither safetensors, a torch zip nor a torch pickle "
         f"(it starts with {head[:8]!r}); check that it is the right file and was copied completely"

@@ -1,6 +1,7 @@
 """Renderers for `verify` results, one per output format behind one interface: ``render(run) -> str``.
 
-text (rich), json, junit (JUnit XML for CI test tabs), github (workflow annotations).
+text (rich), json, junit (JUnit XML for CI test tabs), github (workflow annotations), sarif (SARIF
+2.1.0 for code scanning).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 from ckpttool.verify import VerifyRun
 
-FORMATS = ("text", "json", "junit", "github")
+FORMATS = ("text", "json", "junit", "github", "sarif")
 
 
 def get_renderer(fmt: str) -> Callable[[VerifyRun], str]:
@@ -26,6 +27,10 @@ def get_renderer(fmt: str) -> Callable[[VerifyRun], str]:
         from ckpttool.report.github import render_github
 
         return render_github
+    if fmt == "sarif":
+        from ckpttool.report.sarif import render_sarif
+
+        return render_sarif
     if fmt == "text":
         from ckpttool.report.text import render_text
 

@@ -233,3 +233,32 @@ def test_a_small_silent_layer_is_reported_as_too_small_to_tell(capsys, tmp_path)
     assert doc["inconclusive_groups"] == ["neck"] and doc["untouched_groups"] == []
     gh = run_cli(capsys, "verify", str(f), "--format", "github")
     assert gh.code == 0 and gh.out.startswith("::warning file=") and "small group" in gh.out
+
+
+def test_every_suggestion_names_an_option_of_verify(capsys, tmp_path, monkeypatch):
+    """A hub path that cannot be fetched (offline, empty cache) must not suggest `generate`'s
+    --weights-file: each --option an error names is one of verify's."""
+    import re
+
+    from ckpttool.cli.verify_cmd import command
+
+    options = {opt for p in command.params for opt in p.opts if opt.startswith("--")} | {"--help"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    r = run_cli(capsys, "verify", "hf://timm/vit_small_patch16_224.augreg_in21k_ft_in1k/model.safetensors")
+    _assert_one_line(r)
+    assert r.err == ("error: pretrained weights timm/vit_small_patch16_224.augreg_in21k_ft_in1k/model.safetensors "
+                     f"unavailable: HF_HUB_OFFLINE is set and the file is not in {tmp_path / 'empty-cache'}; run "
+                     "once with network access to fill the cache, or pass a local copy of the file instead of the "
+                     "hf:// path\n")
+    pointer = tmp_path / "x_pretrained.pth"  # the Git LFS pointer's advice, and the manifest's hint
+    pointer.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 9\n")
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"format": "ckpttool-init-manifest", "version": 1, "files": {
+        pointer.name: {"sha256": "a" * 64, "size": 9, "expected_verdict": "pretrained"}}}))
+    errs = r.err + run_cli(capsys, "verify", str(pointer)).err
+    errs += run_cli(capsys, "verify", "--manifest", str(tmp_path / "MANIFEST.json")).err
+    errs += run_cli(capsys, "verify", str(pointer), "--plot", str(tmp_path)).err
+    errs += run_cli(capsys, "verify", str(tmp_path), "--plot", "x.png").err
+    errs += run_cli(capsys, "verify", "--lfs-oids", str(pointer)).err
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", errs))
+    assert "--lfs-oids" in named and named <= options, named - options
