@@ -34,7 +34,8 @@ CATEGORIES = {
     "unjudged": ("#c7c7c7", "no evidence (init constants, tiny)"),
     "nonfinite": ("#000000", "NaN/Inf"),
 }
-_VERDICT_COLOURS = {"pretrained": "#2ca02c", "random": "#7f7f7f", "partial": "#d62728", "corrupt": "#000000"}
+_VERDICT_COLOURS = {"pretrained": "#2ca02c", "random": "#7f7f7f", "partial": "#d62728", "inconclusive": "#bcbd22",
+                    "corrupt": "#000000"}
 
 
 @dataclass(frozen=True)
