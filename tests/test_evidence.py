@@ -205,3 +205,24 @@ def test_an_ensemble_named_heads_is_model_body():
         arrays[f"heads.{m}.fc2.weight"] = _trained((D, D)) if m != 3 else _normal((D, D))
     v = judge(_stats(arrays))
     assert v.head == () and v.verdict == "partial" and v.untouched_groups == ("heads.3",), v.reason
+
+
+def test_deeper_blocks_a_gentle_training_left_on_their_init_are_no_evidence():
+    """Five epochs on digits can leave a small ViT's deeper blocks exactly on N(0, 0.02) while their
+    norms and biases moved: when most of the same matrices in other blocks stayed put too, the still
+    ones are the many, not the few a loader skipped."""
+    arrays = _vit(depth=4)
+    for i in (1, 2, 3):
+        for k in [k for k in arrays if k.startswith(f"blocks.{i}.") and k.endswith("weight") and "norm" not in k]:
+            arrays[k] = _normal(arrays[k].shape)
+    v = judge(_stats(arrays))
+    assert v.verdict == "pretrained" and v.untouched_tensors == (), v.reason
+
+
+def test_in_a_flat_export_the_last_layer_is_the_head_even_beside_a_layer_of_its_shape():
+    """Keras / ONNX names every layer apart (``conv2d_7``): single layers of one shape recur and are
+    no stack of blocks, so the output layer is still the head by position."""
+    arrays = {f"conv2d_{i}.weight": _trained((D, D, 1, 1)) for i in range(6)}
+    arrays["conv2d_6.weight"] = _normal((D, D, 1, 1), std=0.05)
+    v = judge(_stats(arrays))
+    assert [s.name for s in v.head] == ["conv2d_6.weight"] and v.verdict == "pretrained", v.reason

@@ -11,7 +11,10 @@ however trained its other tensors look (``judgement``):
   (``_init_fit``: uniform, truncated normal, N(0, 1), N(0, 0.02), N(0, 0.01)) while no matrix of its
   own module (the tensor's parent, ``blocks.3.attn.qkv``) shows training, and while some matrix
   elsewhere in the file does (a file whose matrices all stayed put, as in a GroupNorm net where only
-  the gains moved, says nothing about any one of them). Inside a group that shows training (another
+  the gains moved, says nothing about any one of them) and, where the same matrix exists in sibling
+  blocks (``blocks.#.attn.qkv.weight``), most of them trained: a short or gentle training can leave
+  the deeper blocks of a small ViT exactly on N(0, 0.02) while their norms moved, and then the
+  blocks that did not move are the many, not the few a loader skipped. Inside a group that shows training (another
   matrix, a bias, a norm that ran) it must hold ``SMALL_MATRIX`` entries: a small kernel can keep its
   uniform init through real training (mini-Xception's 288-entry depthwise ``separable_conv2d_5``
   beside its trained pointwise conv), while a re-drawn matrix of a transformer or a wide conv is far
@@ -80,10 +83,17 @@ def exact_init_tensors(stats: Sequence[TensorStats], group: Mapping[str, str]) -
         return {}
     trained_modules = {module_of(s.name) for s in trained}
     trained_groups = {group[s.name] for s in stats if s.status == "trained"}
+    siblings: dict[str, list[TensorStats]] = {}
+    for s in stats:
+        if _is_matrix(s):
+            siblings.setdefault(role_of(s.name), []).append(s)
     out = {}
     for s in stats:
         if s.status != "init-like" or not s.init_fit or module_of(s.name) in trained_modules:
             continue
+        others = [t for t in siblings.get(role_of(s.name), ()) if t is not s]
+        if len(others) >= 2 and 2 * sum(t.status == "trained" for t in others) <= len(others):
+            continue  # most of the same layer in other blocks did not train either: under-training
         if s.init_fit == UNIT_NORMAL and is_embedding_table(s.name):
             continue
         if group[s.name] in trained_groups and s.numel < SMALL_MATRIX:

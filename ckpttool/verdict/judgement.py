@@ -237,9 +237,12 @@ def _signatures(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str
 
 
 def _repeated(g: str, signatures: dict[str, frozenset]) -> bool:
-    """Whether group ``g`` is one of a stack of identical blocks (``encoder.layer.11`` beside ``.10``)."""
-    return any(other != g and role_of(other + ".") == role_of(g + ".") and sig == signatures[g]
-               for other, sig in signatures.items())
+    """Whether group ``g`` is one of a stack of identical blocks (``encoder.layer.11`` beside ``.10``):
+    blocks of two or more weight tensors. Single layers of one shape recur everywhere in flat exports
+    (``conv2d_102``, ``conv2d_103``) and say nothing."""
+    weights = [shape for name, shape in signatures[g] if len(shape) >= 2]
+    return len(weights) >= 2 and any(other != g and role_of(other + ".") == role_of(g + ".") and sig == signatures[g]
+                                     for other, sig in signatures.items())
 
 
 def _looks_like_a_head(g: str, stats: Sequence[TensorStats], group: dict[str, str]) -> bool:
