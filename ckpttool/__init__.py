@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 # public name -> module that holds it (imported lazily by __getattr__)
 _LAZY = {
     "load_checkpoint": "ckpttool.loading",
-    "load_state_dict": "ckpttool.loading",
+    "load_state_dict": "ckpttool.torch_state",
     "find_checkpoints": "ckpttool.loading",
     "Checkpoint": "ckpttool.loading",
     "TensorInfo": "ckpttool.loading",

@@ -472,7 +472,7 @@ def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = Fals
     Returns:
         ckpttool.verdict.Verdict
     """
-    from ckpttool.loading import state_dict_arrays
+    from ckpttool.torch_state import state_dict_arrays
     from ckpttool.verdict import judge
     from ckpttool.verdict.stats import compute_stats_from_arrays
 
@@ -522,7 +522,7 @@ def _check_request(r: GenerateRequest) -> None:
 
 def _load_source(request: GenerateRequest, arch: ArchSpec) -> tuple[dict, WeightsSource]:
     from ckpttool.hashing import file_sha256
-    from ckpttool.loading import load_state_dict
+    from ckpttool.torch_state import load_state_dict
 
     if request.weights_file is not None:
         path = Path(request.weights_file)

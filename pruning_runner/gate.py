@@ -94,7 +94,7 @@ def read_checked_init(path: str | Path, *, allow_random: bool = False, allow_par
         GateRefusedError: (exit 1) verdict not accepted; ``.evidence`` holds the verdict's dict.
         CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError: unreadable init (exit 2).
     """
-    from ckpttool.loading import load_state_dict
+    from ckpttool.torch_state import load_state_dict
     from ckpttool.verify import verify_file
 
     src = Path(path)

@@ -26,7 +26,8 @@ from ckpttool.errors import (
     InvalidArgumentError,
     UnsafeCheckpointError,
 )
-from ckpttool.loading import CHECKPOINT_SUFFIXES, find_checkpoints, load_checkpoint, load_state_dict
+from ckpttool.loading import CHECKPOINT_SUFFIXES, find_checkpoints, load_checkpoint
+from ckpttool.torch_state import load_state_dict
 
 TRUNC = "the file is truncated or corrupt; re-download or regenerate it"
 
@@ -673,7 +674,7 @@ def test_check_torch_file_applies_the_reader_checks_to_any_torch_file(tmp_path):
     """The runner's resume checkpoints (optimizer + RNG state) go through the same checks first."""
     import random as _random
 
-    from ckpttool.loading import check_torch_file
+    from ckpttool.formats.dispatch import check_torch_file
 
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters())

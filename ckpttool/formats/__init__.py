@@ -6,7 +6,7 @@
   (``torch_tensors``) that are read one at a time as numpy arrays.
 - ``dtypes``: dtype tables shared by all of them; ``limits``: the documented resource caps.
 
-``ckpttool.loading`` dispatches to these and unwraps what they return.
+``dispatch`` picks the reader for a file; ``ckpttool.weight_sets`` unwraps what it returns.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ import torch
 
 from ckpttool.errors import CkptError, UnsafeCheckpointError
 from ckpttool.formats import detect_format
+from ckpttool.formats.dispatch import open_pickled
 from ckpttool.formats.limits import CheckpointLimitError
 from ckpttool.formats.torch_tensors import TensorRef
-from ckpttool.loading import open_pickled
 
 # Our refusals where torch loads, each a documented hardening (SECURITY.md).
 BY_DESIGN = (

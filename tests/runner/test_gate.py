@@ -9,7 +9,7 @@ import torch
 from conftest import base_options
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.loading import load_state_dict
+from ckpttool.torch_state import load_state_dict
 from pruning_runner import gate
 from pruning_runner.checkpoint import load_tensors
 from pruning_runner.config import resolve_config
