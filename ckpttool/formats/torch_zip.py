@@ -52,14 +52,9 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
         raise CheckpointLimitError(f"it has {len(infos)} zip members, more than {MAX_TENSORS + 64}")
     archive = _Archive(f, zf, size)
     pkl = archive.record("data.pkl")
-    if pkl is None:
-        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no data.pkl); {FIX}")
-    if archive.record("version") is None and archive.record(".data/version") is None:
-        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no version record); {FIX}")
-    data = _read_capped(zf, pkl, MAX_PICKLE_BYTES)
-    scan_one(path, data)
-    # Every other member that holds a pickle is scanned too: torch never unpickles it with weights_only,
-    # but a file carrying a hidden payload is refused rather than passed on as safe to a tool that would.
+    # Every member that holds a pickle is scanned, first: torch unpickles only data.pkl (and with
+    # weights_only, safely), but a file carrying a payload another loader would run is refused, and
+    # named as such, rather than passed on as safe.
     for info in infos:
         if info is not pkl and archive.may_hold_pickle(zf, info):
             try:
@@ -67,6 +62,15 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
             except ValueError as e:  # not a pickle at all: nothing that could run
                 if isinstance(e, CheckpointFormatError):
                     raise
+    data = _read_capped(zf, pkl, MAX_PICKLE_BYTES) if pkl is not None else b""
+    if pkl is not None:
+        scan_one(path, data)
+    if archive.ambiguous:
+        raise CheckpointFormatError(archive.ambiguous)
+    if pkl is None:
+        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no data.pkl); {FIX}")
+    if archive.record("version") is None and archive.record(".data/version") is None:
+        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no version record); {FIX}")
     order = archive.record("byteorder")
     byteorder = "<"
     if order is not None:
@@ -156,18 +160,19 @@ class _Archive:
         ]:
             raise CheckpointFormatError(f"it has a zip comment or data after its zip end record; {FIX}")
         self._by_key: dict[bytes, zipfile.ZipInfo] = {}
+        self.ambiguous: str | None = None  # refused once every pickle has been scanned
         for info in infos:
             if info.orig_filename != info.filename:
                 raise CheckpointFormatError(
                     f"its zip member {info.orig_filename[:60]!r} has a NUL in its name; {FIX}"
                 )
             key = _raw_name(info).lower()  # ASCII-only, as miniz compares names
-            if key in self._by_key:
-                raise CheckpointFormatError(
+            if key in self._by_key and self.ambiguous is None:
+                self.ambiguous = (
                     f"it holds two zip members named {info.filename[:60]!r} (ignoring case): torch reads "
                     f"one of them, other readers the other; {FIX}"
                 )
-            self._by_key[key] = info
+            self._by_key.setdefault(key, info)
         first = _raw_name(infos[0]) if infos else b""
         if b"/" not in first:
             raise CheckpointFormatError(f"its first zip member {first[:60]!r} is not in a folder; {FIX}")

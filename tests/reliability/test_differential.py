@@ -20,12 +20,10 @@ import _attacks as A
 import numpy as np
 import pytest
 import torch
+from _parity import ours, theirs
 
-from ckpttool.errors import CkptError, UnsafeCheckpointError
-from ckpttool.formats import detect_format
-from ckpttool.formats.dispatch import open_pickled
+from ckpttool.errors import UnsafeCheckpointError
 from ckpttool.formats.limits import CheckpointLimitError
-from ckpttool.formats.torch_tensors import TensorRef
 
 # Our refusals where torch loads, each a documented hardening (SECURITY.md).
 BY_DESIGN = (
@@ -43,64 +41,6 @@ BY_DESIGN = (
 )
 
 FUZZ_FILES = 400
-
-
-def _flatten(obj: object, is_tensor) -> dict[str, object]:
-    """Every tensor reachable through dicts, lists and tuples, by path; each container visited once."""
-    out: dict[str, object] = {}
-    seen: set[int] = set()
-    stack = [("", obj)]
-    while stack:
-        path, node = stack.pop()
-        if is_tensor(node):
-            out[path] = node
-        elif isinstance(node, dict | list | tuple) and id(node) not in seen:
-            seen.add(id(node))
-            items = dict.items(node) if isinstance(node, dict) else enumerate(node)
-            stack.extend((f"{path}/{k!s}", v) for k, v in items)
-    return out
-
-
-def ours(path: Path):
-    try:
-        pickled = open_pickled(path, detect_format(path))
-    except CkptError as e:
-        return "refused", e
-    try:
-        return "loaded", {
-            k: (ref.shape, ref.dtype.name, pickled.raw(ref).tobytes())
-            for k, ref in _flatten(pickled.obj, lambda x: isinstance(x, TensorRef)).items()
-        }
-    except CkptError as e:
-        return "refused", e
-    finally:
-        pickled.close()
-
-
-def _extra_safe_globals() -> list:
-    """What ckpttool allows beyond torch's defaults: argparse.Namespace and numpy arrays, scalars, dtypes."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    entries = [argparse.Namespace, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
-    dtypes = getattr(np, "dtypes", None)
-    entries += [getattr(dtypes, n) for n in dir(dtypes or object) if n.endswith("DType")]
-    return entries
-
-
-def theirs(path: Path):
-    try:
-        with torch.serialization.safe_globals(_extra_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        out = {}
-        for k, t in _flatten(obj, torch.is_tensor).items():
-            t = t.detach()
-            flat = t.reshape(-1).contiguous()
-            out[k] = (tuple(t.shape), str(t.dtype).removeprefix("torch."), flat.view(torch.uint8).numpy().tobytes())
-        return "loaded", out
-    except Exception as e:  # noqa: BLE001 - the oracle refusing, for any reason
-        return "refused", e
 
 
 def compare(path: Path) -> str:
