@@ -82,6 +82,7 @@ class Checkpoint:
         weight_sets: tuple[str | None, ...] = (),
         params_without_optimizer_state: tuple[str, ...] | None = None,
         select: Callable[[str | None], Checkpoint] | None = None,
+        raw: Callable[[Any], np.ndarray] | None = None,
     ):
         self.path = path
         self.format = format
@@ -95,6 +96,7 @@ class Checkpoint:
         self._infos = {t.name: t for t in tensors}
         self._sources = sources  # our name -> what the reader needs (stored name or TensorRef)
         self._read: Callable[[Any], np.ndarray] | None = read
+        self._raw = raw
         self._close = close
         self._select = select
 
@@ -106,15 +108,30 @@ class Checkpoint:
         Raises:
             InvalidArgumentError: no tensor has that name.
         """
-        if self._read is None:
+        return self._reader(self._read)(self._source(name))
+
+    def raw(self, name: str) -> np.ndarray:
+        """One tensor's stored values in its own dtype (bfloat16 / float8 as their uint16 / uint8 bits),
+        a fresh C-ordered array in native byte order; only that tensor is read.
+
+        Raises:
+            InvalidArgumentError: no tensor has that name.
+        """
+        return self._reader(self._raw)(self._source(name))
+
+    def _reader(self, read: Callable[[Any], np.ndarray] | None) -> Callable[[Any], np.ndarray]:
+        if self._read is None or read is None:
             raise ValueError(f"checkpoint {self.path} is closed")
+        return read
+
+    def _source(self, name: str) -> Any:
         if name not in self._infos:
             some = ", ".join(list(self._infos)[:3])
             raise InvalidArgumentError(
                 f"{self.path} has no tensor named {name!r} (it has {len(self._infos)}, e.g. {some}); "
                 "list them with `ckpttool inspect`"
             )
-        return self._read(self._sources[name])
+        return self._sources[name]
 
     def iter_arrays(self) -> Iterator[tuple[TensorInfo, np.ndarray]]:
         """Every tensor in file order, one in memory at a time."""
@@ -198,6 +215,7 @@ def _open_safetensors(path: Path) -> Checkpoint:
         tensors=infos,
         sources=dict(zip(renamed, names, strict=True)),
         read=st.read,
+        raw=st.copy,
         close=st.close,
     )
 
@@ -235,6 +253,7 @@ def _open_torch(path: Path, fmt: str) -> Checkpoint:
             tensors=infos,
             sources=tensors,
             read=pickled.read,
+            raw=pickled.raw,
             close=close if owner else (lambda: None),
             weight_sets=tuple(ws.wrapper for ws in unwrapped.sets),
             params_without_optimizer_state=optimizer,
