@@ -25,8 +25,17 @@ from ckpttool.formats.torch_tensors import TensorRef
 Tree = dict[str, tuple[str, tuple[int, ...], bytes]]
 
 
+def _key(key: object, is_tensor) -> str:
+    """A dict key as both readers can spell it: ``repr`` of plain values, tensors inside keys as ``<tensor>``."""
+    if is_tensor(key):
+        return "<tensor>"
+    if isinstance(key, tuple):
+        return "(" + ", ".join(_key(k, is_tensor) for k in key) + ")"
+    return repr(key)
+
+
 def flatten(obj: object, is_tensor) -> dict[str, object]:
-    """Every tensor reachable through dicts, lists and tuples, by path of ``repr`` keys; each container once."""
+    """Every tensor reachable through dicts, lists and tuples, by path of keys (``_key``); each container once."""
     out: dict[str, object] = {}
     seen: set[int] = set()
     stack = [("", obj)]
@@ -37,7 +46,7 @@ def flatten(obj: object, is_tensor) -> dict[str, object]:
         elif isinstance(node, dict | list | tuple) and id(node) not in seen:
             seen.add(id(node))
             items = dict.items(node) if isinstance(node, dict) else enumerate(node)
-            stack.extend((f"{path}/{k!r}", v) for k, v in items)
+            stack.extend((f"{path}/{_key(k, is_tensor)}", v) for k, v in items)
     return out
 
 
