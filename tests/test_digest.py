@@ -140,3 +140,30 @@ def test_the_manifest_records_the_digest_and_refuses_a_malformed_one(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(ManifestError, match="weights_digest 'not hex' is not 64 lowercase hex digits"):
         read_manifest(path)
+
+
+def test_the_readme_pattern_runs_and_catches_other_weights(tmp_path, monkeypatch):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- weights-digest-example -->\n```python\n(.+?)\n```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16))
+    init = tmp_path / "init_model" / "vit_small_cifar10_pretrained_init.pth.tar"
+    init.parent.mkdir()
+    torch.save({"state_dict": model.state_dict(), "epoch": 0}, init)
+    cmd = re.search(r"# CI ran: (ckpttool verify .+) > verified.json", code).group(1).split()
+    done = subprocess.run([sys.executable, "-m", "ckpttool", *cmd[1:]], capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stderr  # judged (the tiny model's verdict does not matter here)
+    (tmp_path / "verified.json").write_text(done.stdout)
+    exec(code, {"model": model})  # the script's own load: passes
+    with torch.no_grad():
+        model[0].weight[0, 0] += 1  # weights other than those verified (the load below does not fix it)
+    sd = torch.load(init, weights_only=True)["state_dict"]
+    sd["0.weight"] = model[0].weight.clone()
+    torch.save({"state_dict": sd}, init)
+    with pytest.raises(AssertionError, match="not the init CI verified"):
+        exec(code, {"model": model})
