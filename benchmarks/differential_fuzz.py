@@ -44,16 +44,17 @@ def main() -> int:
     fuzzer, tally, crashes = F.StructureFuzzer(args.seed), F.Tally(), []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fuzzed.bin"
         for i in range(args.files):
             if time.perf_counter() - start > args.seconds:
                 break
             kind, mutations, data = fuzzer.next()
+            path = Path(tmp) / f"file{i}.bin"  # the index names the file in a difference: rerun to it
             path.write_bytes(data)
             try:
                 F.check(path, kind, mutations, tally)
             except Exception as e:  # noqa: BLE001 - ckpttool raising something untyped: counted
                 crashes.append(f"file {i} ({kind}: {'+'.join(mutations)}): {type(e).__name__}: {str(e)[:200]}")
+            path.unlink()
             if (i + 1) % 10_000 == 0:
                 print(f"{i + 1} files, {len(tally.differences)} differences, {len(crashes)} crashes, "
                       f"{time.perf_counter() - start:.0f} s", flush=True)

@@ -134,6 +134,11 @@ def _flat_tensors(path: Path, chosen: dict) -> tuple[dict[str, TensorRef], list[
     others: list[str] = []
     for key, value in dict.items(chosen):
         if _is_tensor(value):
+            if not isinstance(key, str | int):  # str() of an object key is not a stable name
+                raise CheckpointFormatError(
+                    f"{path} holds a tensor under a key that is a {type(key).__name__}, not a name; "
+                    "re-save it with torch.save(model.state_dict())"
+                )
             flat[str(key)] = value
         elif isinstance(value, dict) and _is_tensor_tree(value):
             _flatten(str(key), value, flat)

@@ -685,3 +685,16 @@ def test_check_torch_file_applies_the_reader_checks_to_any_torch_file(tmp_path):
     torch.save({"x": torch.ones(1, 4).expand(4096, 4)}, tmp_path / "bad.pt")
     with pytest.raises(UnsafeCheckpointError, match="overlapping strides"):
         check_torch_file(tmp_path / "bad.pt")
+
+
+def test_a_tensor_under_an_object_key_is_refused(tmp_path):
+    """Its name would be str() of an object (a memory address): not stable across runs (issue 19 fuzzing)."""
+    import torch
+
+    path = tmp_path / "odd.pth"
+    torch.save({"w": torch.ones(2), (1, 2): torch.ones(2)}, path)
+    with pytest.raises(CheckpointFormatError, match="holds a tensor under a key that is a tuple, not a name"):
+        load_checkpoint(path)
+    torch.save({"w": torch.ones(2), 3: torch.zeros(1)}, path)  # an int key is a name ("3")
+    with load_checkpoint(path) as ckpt:
+        assert [t.name for t in ckpt.tensors] == ["w", "3"]

@@ -26,12 +26,15 @@ Tree = dict[str, tuple[str, tuple[int, ...], bytes]]
 
 
 def _key(key: object, is_tensor) -> str:
-    """A dict key as both readers can spell it: ``repr`` of plain values, tensors inside keys as ``<tensor>``."""
+    """A dict key as both readers can spell it: ``repr`` of plain values, tensors and other objects
+    (a rebuild function used as a key: ours is a stand-in) by kind only."""
     if is_tensor(key):
         return "<tensor>"
     if isinstance(key, tuple):
         return "(" + ", ".join(_key(k, is_tensor) for k in key) + ")"
-    return repr(key)
+    if key is None or isinstance(key, str | bytes | int | float | complex):
+        return repr(key)
+    return "<object>"
 
 
 def flatten(obj: object, is_tensor) -> dict[str, object]:
