@@ -49,7 +49,6 @@ def state_dict_arrays(state_dict: Mapping[str, Any]) -> Iterator[tuple[TensorInf
             yield info, _torch_to_numpy(t.cpu())
 
 
-
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a checkpoint's tensors as real torch tensors, with the same safety and unwrapping.
 

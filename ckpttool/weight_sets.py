@@ -46,7 +46,6 @@ METADATA_KEY = "ckpttool"
 _MAX_DEPTH = 32
 
 
-
 def _is_tensor(value: object) -> bool:
     return isinstance(value, TensorRef)
 

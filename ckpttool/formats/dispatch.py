@@ -23,7 +23,6 @@ def open_pickled(path: Path, fmt: str) -> PickledFile:
     return open_torch_legacy(path)
 
 
-
 def check_torch_file(path: str | Path) -> None:
     """Put a torch file through every check of ``load_checkpoint`` without unwrapping it.
 
@@ -53,7 +52,6 @@ def check_torch_file(path: str | Path) -> None:
         check_materialised(path, [refs])
     finally:
         pickled.close()
-
 
 
 def check_materialised(path: Path, sets: Iterable[dict[str, TensorRef]]) -> None:
