@@ -131,10 +131,14 @@ class StructureFuzzer:
         for obj in objects:
             buf = io.BytesIO()
             torch.save(obj, buf)
-            self.zips.append(_members_of(buf.getvalue()))
+            members = _members_of(buf.getvalue())
+            for m in members:  # a random id per save: fixed, so that a seed gives the same files anywhere
+                if m.name.endswith("serialization_id"):
+                    m.data = b"0" * len(m.data)
+            self.zips.append(members)
             buf = io.BytesIO()
             torch.save(obj, buf, _use_new_zipfile_serialization=False)
-            self.legacy.append(buf.getvalue())
+            self.legacy.append(_fixed_keys(buf.getvalue()))
             from safetensors.torch import save
 
             self.safetensors.append(save(_flat_tensors(obj)))
@@ -302,6 +306,38 @@ class StructureFuzzer:
         if op == "body":
             body = body[: r.randrange(len(body) + 1)] if r.random() < 0.5 else body + bytes(8)
         return [op], struct.pack("<Q", max(length, 0)) + raw + body
+
+
+_ITEMSIZE = {"Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Bool": 1, "Double": 8, "Int": 4, "Byte": 1}
+
+
+def _fixed_keys(data: bytes) -> bytes:
+    """A legacy file made independent of the process that saved it: torch names each storage by the
+    ``id()`` of the storage and stores them in that order; here they are renamed 0, 1, ... in order of
+    first use, and stored in that order."""
+    parts = _legacy_parts(data)
+    keys = pickletools_strings(parts[4])
+    kind, memo, itemsize, order = "", {}, {}, []
+    for op, arg, _ in pickletools.genops(parts[3]):  # the storage class named before each key
+        if op.name == "GLOBAL":
+            kind = str(arg).rpartition(" ")[2].removesuffix("Storage")
+        elif op.name == "BINPUT" and kind:
+            memo[arg] = kind
+        elif op.name == "BINGET" and arg in memo:
+            kind = memo[arg]
+        elif op.name == "BINUNICODE" and str(arg).encode() in keys and str(arg).encode() not in itemsize:
+            itemsize[str(arg).encode()] = _ITEMSIZE[kind]
+            order.append(str(arg).encode())
+    blocks, pos, rest = {}, 0, parts[5]
+    for key in keys:
+        n = int.from_bytes(rest[pos : pos + 8], "little")
+        blocks[key], pos = rest[pos : pos + 8 + n * itemsize[key]], pos + 8 + n * itemsize[key]
+    new = {key: str(i).encode() for i, key in enumerate(order)}
+    for key in order:
+        parts[3] = parts[3].replace(b"X" + _U32.pack(len(key)) + key + b"q", b"X" + _U32.pack(len(new[key])) + new[key] + b"q")
+    parts[4] = b"\x80\x02]q\x00(" + b"".join(b"X" + _U32.pack(len(new[k])) + new[k] for k in order) + b"e."
+    parts[5] = b"".join(blocks[k] for k in order) + rest[pos:]
+    return b"".join(parts)
 
 
 def pickletools_strings(data: bytes) -> list[bytes]:
