@@ -55,7 +55,7 @@ def main() -> None:
     import torch
 
     import ckpttool
-    from ckpttool.loading import state_dict_arrays
+    from ckpttool.torch_state import state_dict_arrays
 
     torch.manual_seed(0)
     model = timm.create_model("vit_small_patch16_224", num_classes=10).eval()

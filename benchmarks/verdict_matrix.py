@@ -127,7 +127,7 @@ def _evaluate(label, expected, state_dict, rows, expected_groups=None, expected_
 
 
 def _time_vit_base() -> float:
-    from ckpttool.loading import state_dict_arrays
+    from ckpttool.torch_state import state_dict_arrays
     from ckpttool.verdict import judge
     from ckpttool.verdict._calibration import create_random_model
     from ckpttool.verdict.stats import compute_stats_from_arrays

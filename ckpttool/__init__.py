@@ -38,12 +38,15 @@ __version__ = "0.1.0"
 # public name -> module that holds it (imported lazily by __getattr__)
 _LAZY = {
     "load_checkpoint": "ckpttool.loading",
-    "load_state_dict": "ckpttool.loading",
+    "load_state_dict": "ckpttool.torch_state",
     "find_checkpoints": "ckpttool.loading",
     "Checkpoint": "ckpttool.loading",
     "TensorInfo": "ckpttool.loading",
     "save_checkpoint": "ckpttool.saving",
     "file_sha256": "ckpttool.hashing",
+    "weights_digest": "ckpttool.digest",
+    "file_weights_digests": "ckpttool.digest",
+    "checkpoint_weights_digest": "ckpttool.digest",
     "TensorStats": "ckpttool.verdict.stats",
     "compute_tensor_stats": "ckpttool.verdict.stats",
     "compute_checkpoint_stats": "ckpttool.verdict.stats",

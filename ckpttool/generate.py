@@ -394,10 +394,13 @@ def generate_init(request: GenerateRequest) -> GeneratedInit:
             backup = backup_file(out, reason="replaced by generate")
         sha = save_checkpoint(out, built.state_dict, metadata=metadata)
         size = out.stat().st_size
+        from ckpttool.digest import file_weights_digests
+
+        weights = next(iter(file_weights_digests(out).values()))  # of the file as written, read back
         rel = out.resolve().relative_to(manifest_path.parent.resolve()).as_posix()
         update_manifest(manifest_path, ManifestEntry(path=rel, sha256=sha, size=size,
                                                      expected_verdict=built.verdict.verdict,
-                                                     provenance=metadata))
+                                                     provenance=metadata, weights_digest=weights))
     return GeneratedInit(path=out, sha256=sha, size=size, built=built, backup=backup,
                          manifest=manifest_path, metadata=metadata)
 
@@ -510,7 +513,7 @@ def _check_request(r: GenerateRequest) -> None:
 
 def _load_source(request: GenerateRequest, arch: ArchSpec) -> tuple[dict, WeightsSource]:
     from ckpttool.hashing import file_sha256
-    from ckpttool.loading import load_state_dict
+    from ckpttool.torch_state import load_state_dict
 
     if request.weights_file is not None:
         path = Path(request.weights_file)

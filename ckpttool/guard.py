@@ -33,7 +33,7 @@ def judge_state_dict(state_dict: Mapping[str, Any], *, include_head: bool = Fals
         >>> judge_state_dict(model.state_dict()).verdict  # doctest: +SKIP
         'pretrained'
     """
-    from ckpttool.loading import state_dict_arrays
+    from ckpttool.torch_state import state_dict_arrays
     from ckpttool.verdict import judge
     from ckpttool.verdict.stats import compute_stats_from_arrays
 

@@ -2,7 +2,8 @@
 
 The manifest is tracked in git while the binaries are not. Per file (key: the path relative to the
 manifest's folder) it records the sha256, the size, the verdict the file must keep, and the
-provenance ``generate`` stored in the file. CI runs ``ckpttool verify --manifest``, which calls
+provenance ``generate`` stored in the file, and its weights digest (``ckpttool.digest``: what a
+training script loading it with its own code compares against). CI runs ``ckpttool verify --manifest``, which calls
 :func:`check_manifest`.
 
 Policy (also in ``init_model/README.md``): the check fails on a listed file that is missing, a
@@ -49,14 +50,20 @@ class ManifestEntry:
     size: int  # bytes
     expected_verdict: str  # "pretrained" | "random" | "partial" | ...: what check_manifest must see again
     provenance: Mapping[str, Any] = field(default_factory=dict)  # generate's metadata (plain types)
+    # ckpttool.digest of the file's tensors (first weight set): what a training script that loads the
+    # file with its own code compares against. None in manifests written before it existed.
+    weights_digest: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "sha256": self.sha256,
             "size": self.size,
             "expected_verdict": self.expected_verdict,
             "provenance": dict(self.provenance),
         }
+        if self.weights_digest is not None:
+            out["weights_digest"] = self.weights_digest
+        return out
 
 
 @dataclass(frozen=True)
@@ -188,12 +195,16 @@ def read_manifest(path: str | Path, *, missing_ok: bool = False) -> Manifest:
             sha = _str(item["sha256"])
             if not _SHA256.fullmatch(sha):
                 raise ValueError(f"sha256 {sha[:80]!r} is not 64 lowercase hex digits")
+            weights = item.get("weights_digest")
+            if weights is not None and not _SHA256.fullmatch(_str(weights)):
+                raise ValueError(f"weights_digest {str(weights)[:80]!r} is not 64 lowercase hex digits")
             entries.append(ManifestEntry(
                 path=str(rel),
                 sha256=sha,
                 size=int(item["size"]),
                 expected_verdict=_str(item["expected_verdict"]),
                 provenance=dict(item.get("provenance") or {}),
+                weights_digest=weights,
             ))
         except (KeyError, TypeError, ValueError) as e:
             raise _corrupt(path, f"entry {rel!r} is malformed ({type(e).__name__}: {e})") from e

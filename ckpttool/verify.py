@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ckpttool.digest import weight_set_digests
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import Checkpoint, load_checkpoint
@@ -42,6 +43,8 @@ class FileReport:
     stats: tuple[TensorStats, ...]
     # Every other weight set the file holds (EMA copies...), judged too: a consumer may load any.
     other_weight_sets: tuple[tuple[str, Verdict], ...] = ()
+    # The weights digest (ckpttool.digest) of every weight set, this one first, in weight_sets order.
+    weights_digests: tuple[str, ...] = ()
 
     @property
     def failure_reason(self) -> str | None:
@@ -81,9 +84,11 @@ class FileReport:
             "reason": v.reason,
             "rules": [r.to_dict() for r in self.rules],
             "wrapper": self.wrapper,
+            "weights_digest": self.weights_digests[0] if self.weights_digests else None,
             "weight_sets": [
-                {"wrapper": name, "verdict": wv.verdict, "reason": wv.reason}
-                for name, wv in ((self.wrapper, v), *self.other_weight_sets)
+                {"wrapper": name, "verdict": wv.verdict, "reason": wv.reason,
+                 "weights_digest": self.weights_digests[i] if i < len(self.weights_digests) else None}
+                for i, (name, wv) in enumerate(((self.wrapper, v), *self.other_weight_sets))
             ],
             "non_tensor_keys": list(self.non_tensor_keys),
         }
@@ -156,6 +161,7 @@ def verify_file(
     with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
         # hashing releases the GIL: it runs on the second core while the statistics run here
         digest = pool.submit(file_sha256, path)
+        weights = pool.submit(weight_set_digests, ckpt)
         stats, verdict = judge_checkpoint(ckpt, include_head=include_head, count_stem=count_stem)
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
         others = []
@@ -164,6 +170,7 @@ def verify_file(
                 others.append((str(wrapper), judge_checkpoint(other, include_head=include_head, count_stem=count_stem)[1]))
         sha = digest.result()
         return FileReport(
+            weights_digests=tuple(weights.result().values()),
             path=path,
             format=ckpt.format,
             sha256=sha,

@@ -130,7 +130,7 @@ class CheckpointWriter:
 
 def load_run_checkpoint(path: Path) -> dict[str, Any]:
     """Read a run checkpoint with ``weights_only=True``, after ckpttool's own reader checked it."""
-    from ckpttool.loading import check_torch_file
+    from ckpttool.formats.dispatch import check_torch_file
 
     try:
         if path.exists():

@@ -157,7 +157,8 @@ def load_compact_model(path: str | Path) -> nn.Module:
     Example:
         >>> model = load_compact_model("runs/x/final_compact.safetensors")  # doctest: +SKIP
     """
-    from ckpttool.loading import load_checkpoint, load_state_dict
+    from ckpttool.loading import load_checkpoint
+    from ckpttool.torch_state import load_state_dict
 
     with load_checkpoint(path) as ckpt:
         md = parse_init_metadata(dict(ckpt.metadata or {}))

@@ -97,7 +97,8 @@ def read_checked_init(path: str | Path, *, allow_random: bool = False, allow_par
         GateRefusedError: (exit 1) verdict not accepted; ``.evidence`` holds the verdict's dict.
         CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError: unreadable init (exit 2).
     """
-    from ckpttool.loading import load_state_dict
+    from ckpttool.digest import weights_digest
+    from ckpttool.torch_state import load_state_dict
     from ckpttool.verify import verify_file
 
     src = Path(path)
@@ -122,6 +123,11 @@ def read_checked_init(path: str | Path, *, allow_random: bool = False, allow_par
                 evidence=v.to_dict(),
             )
         state_dict = load_state_dict(copy)
+        if weights_digest(state_dict) != report.weights_digests[0]:  # the tensors loaded are those judged
+            raise CheckpointFormatError(
+                f"{path}: the tensors loaded for the run differ from those verified (weights digest); "
+                "this is a ckpttool bug, report it with the file"
+            )
     return CheckedInit(record=record, state_dict=state_dict, metadata=dict(record.metadata))
 
 

@@ -196,6 +196,9 @@ def test_written_file_loads_safely_with_metadata_and_manifest_entry(tmp_path, tr
     entry = read_manifest(out.parent / "MANIFEST.json").get(out.name)
     assert entry.sha256 == result.sha256 and entry.size == out.stat().st_size
     assert entry.expected_verdict == "pretrained" and entry.provenance["img_size"] == 32
+    from ckpttool.digest import weights_digest
+
+    assert entry.weights_digest == weights_digest(obj["state_dict"])  # what a script that loads it checks
 
 
 def test_safetensors_output_carries_the_same_metadata(tmp_path):

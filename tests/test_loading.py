@@ -26,7 +26,8 @@ from ckpttool.errors import (
     InvalidArgumentError,
     UnsafeCheckpointError,
 )
-from ckpttool.loading import CHECKPOINT_SUFFIXES, find_checkpoints, load_checkpoint, load_state_dict
+from ckpttool.loading import CHECKPOINT_SUFFIXES, find_checkpoints, load_checkpoint
+from ckpttool.torch_state import load_state_dict
 
 TRUNC = "the file is truncated or corrupt; re-download or regenerate it"
 
@@ -673,7 +674,7 @@ def test_check_torch_file_applies_the_reader_checks_to_any_torch_file(tmp_path):
     """The runner's resume checkpoints (optimizer + RNG state) go through the same checks first."""
     import random as _random
 
-    from ckpttool.loading import check_torch_file
+    from ckpttool.formats.dispatch import check_torch_file
 
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(net.parameters())
@@ -684,3 +685,16 @@ def test_check_torch_file_applies_the_reader_checks_to_any_torch_file(tmp_path):
     torch.save({"x": torch.ones(1, 4).expand(4096, 4)}, tmp_path / "bad.pt")
     with pytest.raises(UnsafeCheckpointError, match="overlapping strides"):
         check_torch_file(tmp_path / "bad.pt")
+
+
+def test_a_tensor_under_an_object_key_is_refused(tmp_path):
+    """Its name would be str() of an object (a memory address): not stable across runs (issue 19 fuzzing)."""
+    import torch
+
+    path = tmp_path / "odd.pth"
+    torch.save({"w": torch.ones(2), (1, 2): torch.ones(2)}, path)
+    with pytest.raises(CheckpointFormatError, match="holds a tensor under a key that is a tuple, not a name"):
+        load_checkpoint(path)
+    torch.save({"w": torch.ones(2), 3: torch.zeros(1)}, path)  # an int key is a name ("3")
+    with load_checkpoint(path) as ckpt:
+        assert [t.name for t in ckpt.tensors] == ["w", "3"]

@@ -12,8 +12,9 @@ from safetensors import safe_open
 
 from ckpttool.errors import CheckpointNotFoundError, InvalidArgumentError, OutputError
 from ckpttool.hashing import file_sha256
-from ckpttool.loading import load_checkpoint, load_state_dict
+from ckpttool.loading import load_checkpoint
 from ckpttool.saving import save_checkpoint
+from ckpttool.torch_state import load_state_dict
 
 META = {"arch": "vit_tiny_patch16_224", "init": "pretrained", "num_classes": 10, "tags": ["a", "b"]}
 

@@ -8,7 +8,7 @@
 - ``lfs_pointer``: a Git LFS pointer text in place of a checkpoint (a checkout without the LFS
   content), named as such by ``detect_format`` instead of "not a checkpoint".
 
-``ckpttool.loading`` dispatches to these and unwraps what they return.
+``dispatch`` picks the reader for a file; ``ckpttool.weight_sets`` unwraps what it returns.
 """
 
 from __future__ import annotations

@@ -64,6 +64,14 @@ class SafetensorsFile:
         flat = np.asarray(self._mmap[t.start : t.end]).view(t.dtype.raw)
         return flat.reshape(t.shape)
 
+    def copy(self, name: str) -> np.ndarray:
+        """A fresh copy of ``name``'s stored values (its own dtype, native byte order); its pages released."""
+        t = self._by_name[name]
+        raw = self.raw(name)
+        array = np.array(raw, dtype=raw.dtype.newbyteorder("="), order="C")
+        release_pages(self._mmap, t.start, t.end)
+        return array
+
     def read(self, name: str) -> np.ndarray:
         """A fresh array of ``name``: float32 for float dtypes, the native dtype otherwise."""
         array = widen(self.raw(name), self._by_name[name].dtype)

@@ -3,7 +3,8 @@
 Layout: five pickles in a row (magic number, protocol version, sys info, the object, the list of
 storage keys), then each storage in key order as an 8-byte element count and its raw bytes. Every
 pickle is scanned as a stream (one opcode at a time, within the limits) before it is unpickled;
-storage sizes are checked against the counts and the file size; the file is memory-mapped.
+storage sizes are checked against the counts and the file size; the file is memory-mapped. Sizes and
+storages are little-endian, as torch reads them (the sys info's ``little_endian`` is ignored, as by torch).
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
     version = load_one(next(pickles), no_storages, counter)
     if version != _PROTOCOL_VERSION:
         raise CheckpointFormatError(f"unknown legacy protocol version {version!r:.20}; {FIX}")
-    info = load_one(next(pickles), no_storages, counter)
-    little = not isinstance(info, dict) or dict.get(info, "little_endian", True) is not False
-    byteorder = "<" if little else ">"
+    # sys_info is unpickled (it is checked like the rest) but, as by torch, not used: torch's legacy
+    # reader reads every size and storage as little-endian whatever it says (issue 19, compatibility)
+    load_one(next(pickles), no_storages, counter)
     refs: dict[str, StorageRef] = {}
 
     def storage(pid: tuple) -> StorageRef:
@@ -132,7 +133,7 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
         head = os.pread(f.fileno(), 8, pos)
         if len(head) != 8:
             raise CheckpointFormatError(f"storage {key[:40]!r} is missing (the file ends early); {FIX}")
-        stored = int.from_bytes(head, "little" if little else "big", signed=True)
+        stored = int.from_bytes(head, "little", signed=True)
         if stored != ref.numel:
             raise CheckpointFormatError(
                 f"storage {key[:40]!r} is referenced as {ref.numel} elements but stored as {stored}; {FIX}"
@@ -155,4 +156,4 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
     def release(ref: StorageRef) -> None:
         release_pages(mapped, offsets[ref.key], offsets[ref.key] + ref.nbytes)
 
-    return PickledFile(obj, byteorder, buffer, f.close, release)
+    return PickledFile(obj, "<", buffer, f.close, release)

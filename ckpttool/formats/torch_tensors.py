@@ -169,7 +169,10 @@ class PickledFile:
     def raw(self, ref: TensorRef) -> np.ndarray:
         """One tensor's stored values, its own dtype (bf16/fp8 as uint16/uint8), a fresh C-contiguous array."""
         raw = ref.raw(self._buffer(ref.storage), self.byteorder)
-        return np.array(raw, dtype=raw.dtype.newbyteorder("="), order="C")
+        array = np.array(raw, dtype=raw.dtype.newbyteorder("="), order="C")
+        if self._release is not None:
+            self._release(ref.storage)
+        return array
 
     def close(self) -> None:
         self._close()

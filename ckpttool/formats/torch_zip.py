@@ -1,12 +1,14 @@
 """torch zip checkpoints (``torch.save`` default; ``.pt``, ``.pth``, ``.pth.tar``, ``.bin``, ``.ckpt``),
 read without torch.
 
-Layout: ``<prefix>/data.pkl`` (the object, storages as persistent ids ``('storage', type, key,
-location, numel)``), ``<prefix>/data/<key>`` (raw bytes of each storage), ``<prefix>/byteorder``.
+Layout: ``<folder>/data.pkl`` (the object, storages as persistent ids ``('storage', type, key,
+location, numel)``), ``<folder>/data/<key>`` (raw bytes of each storage), ``<folder>/byteorder``.
+The members are found as torch finds them (``_Archive``); where another zip reader could find
+others, the file is refused.
 ``data.pkl`` is read up to ``MAX_PICKLE_BYTES`` (a deflate bomb stops there), scanned, then
 unpickled by our restricted unpickler. Each storage's claimed size is checked against its member
-before any tensor is described; members stored uncompressed (torch's own writer) are memory-mapped,
-others are inflated on demand up to their checked size.
+before any tensor is described; storages must be stored uncompressed (torch's own writer does, and
+``torch.load(mmap=True)`` reads them in place) and are memory-mapped.
 """
 
 from __future__ import annotations
@@ -48,29 +50,36 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
     infos = zf.infolist()
     if len(infos) > MAX_TENSORS + 64:
         raise CheckpointLimitError(f"it has {len(infos)} zip members, more than {MAX_TENSORS + 64}")
-    if len(zf.NameToInfo) != len(infos):  # readers disagree on which copy of a name is meant
-        raise CheckpointFormatError(f"it holds two zip members of the same name; {FIX}")
-    pkls = [i for i in infos if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")]
-    if not pkls:
-        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no data.pkl); {FIX}")
-    prefix = pkls[0].filename[: -len("data.pkl")]
-    if f"{prefix}version" not in zf.NameToInfo and f"{prefix}.data/version" not in zf.NameToInfo:
-        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no version record); {FIX}")
-    data = _read_capped(zf, pkls[0], MAX_PICKLE_BYTES)
-    scan_one(path, data)
-    # Other pickles are never unpickled by torch, but a file carrying a hidden payload is refused
-    # rather than passed on as safe to a tool that would load it.
+    archive = _Archive(f, zf, size)
+    pkl = archive.record("data.pkl")
+    # Every member that holds a pickle is scanned, first: torch unpickles only data.pkl (and with
+    # weights_only, safely), but a file carrying a payload another loader would run is refused, and
+    # named as such, rather than passed on as safe.
     for info in infos:
-        if info.filename.endswith(".pkl") and info is not pkls[0]:
+        if info is not pkl and archive.may_hold_pickle(zf, info):
             try:
                 scan_one(path, _read_capped(zf, info, MAX_PICKLE_BYTES))
             except ValueError as e:  # not a pickle at all: nothing that could run
                 if isinstance(e, CheckpointFormatError):
                     raise
-    members = {i.filename: i for i in infos if i.filename.startswith(f"{prefix}data/")}
-    order = zf.NameToInfo.get(f"{prefix}byteorder")
-    byteorder = ">" if order is not None and _read_capped(zf, order, 16).strip() == b"big" else "<"
+    data = _read_capped(zf, pkl, MAX_PICKLE_BYTES) if pkl is not None else b""
+    if pkl is not None:
+        scan_one(path, data)
+    if archive.ambiguous:
+        raise CheckpointFormatError(archive.ambiguous)
+    if pkl is None:
+        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no data.pkl); {FIX}")
+    if archive.record("version") is None and archive.record(".data/version") is None:
+        raise CheckpointFormatError(f"it is a zip file but not a torch checkpoint (no version record); {FIX}")
+    order = archive.record("byteorder")
+    byteorder = "<"
+    if order is not None:
+        mark = _read_capped(zf, order, 16)
+        if mark not in (b"little", b"big"):  # torch refuses these too
+            raise CheckpointFormatError(f"its byteorder record says {mark[:16]!r}, not little or big; {FIX}")
+        byteorder = ">" if mark == b"big" else "<"
     storages: dict[str, StorageRef] = {}
+    members: dict[str, zipfile.ZipInfo] = {}  # storage key -> its member
 
     def storage(pid: tuple) -> StorageRef:
         if len(pid) != 5:
@@ -79,10 +88,17 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
         dtype = storage_dtype(storage_type)
         if not isinstance(key, str) or type(numel) is not int or numel < 0:
             raise CheckpointFormatError("a storage reference is malformed")
-        info = members.get(f"{prefix}data/{key}")
+        info = archive.record(f"data/{key}")
         if info is None:
             raise CheckpointFormatError(f"storage {key[:40]!r} has no data/{key[:40]} member; {FIX}")
         ref = StorageRef(key, dtype, numel)
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            # torch's mmap=True reads a member's bytes in place: a compressed storage would be read raw
+            raise CheckpointFormatError(
+                f"storage {key[:40]!r} is compressed; torch.save stores storages uncompressed and "
+                "torch.load(mmap=True) would read its compressed bytes as values; re-save it with torch.save"
+            )
+        members[key] = info
         if info.file_size != ref.nbytes:
             raise CheckpointFormatError(
                 f"storage {key[:40]!r} claims {numel} {dtype.name} elements ({ref.nbytes} bytes) but its member "
@@ -97,30 +113,90 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
     mapped = np.memmap(f, dtype=np.uint8, mode="r") if size else np.empty(0, np.uint8)
 
     def buffer(ref: StorageRef) -> np.ndarray:
-        info = members[f"{prefix}data/{ref.key}"]
-        if info.compress_type == zipfile.ZIP_STORED and info.compress_size == info.file_size:
-            start = _data_offset(f, info)
-            if start + ref.nbytes > size:
-                raise CheckpointFormatError(
-                    f"{path}: storage {ref.key[:40]!r} reaches past the end of the file; {FIX}"
-                )
-            return mapped[start : start + ref.nbytes]
-        raw = _read_capped(zf, info, ref.nbytes)
-        if len(raw) != ref.nbytes:
-            raise CheckpointFormatError(f"{path}: storage {ref.key[:40]!r} is truncated; {FIX}")
-        return np.frombuffer(raw, dtype=np.uint8)
+        start = _data_offset(f, members[ref.key])  # as torch's get_record_offset: from the local header
+        if start + ref.nbytes > size:
+            raise CheckpointFormatError(f"{path}: storage {ref.key[:40]!r} reaches past the end of the file; {FIX}")
+        return mapped[start : start + ref.nbytes]
 
     def release(ref: StorageRef) -> None:
-        info = members[f"{prefix}data/{ref.key}"]
-        if info.compress_type == zipfile.ZIP_STORED:
-            start = _data_offset(f, info)
-            release_pages(mapped, start, start + ref.nbytes)
+        start = _data_offset(f, members[ref.key])
+        release_pages(mapped, start, start + ref.nbytes)
 
     def close() -> None:
         zf.close()
         f.close()
 
     return PickledFile(obj, byteorder, buffer, close, release)
+
+
+class _Archive:
+    """The members of a torch zip as torch's reader (PyTorchStreamReader on miniz) finds them.
+
+    torch reads the central directory at the absolute offset the end record names, takes the folder
+    of the *first* central-directory entry as the archive's folder, and looks records up in it by
+    name ignoring ASCII case. Python's ``zipfile`` differs on each point (it shifts offsets for
+    prepended data, and matches names exactly), so every file on which the two could disagree is
+    refused here: the directory is not where the end record says, anything follows the end record,
+    a name is cut short by a NUL, or two names are equal ignoring case.
+    """
+
+    def __init__(self, f: io.BufferedReader, zf: zipfile.ZipFile, size: int):
+        end = zipfile._EndRecData(f)  # the end record Python's zipfile used (same search as miniz's)
+        if end is None:
+            raise CheckpointFormatError(f"its zip end record is missing; {FIX}")
+        infos = zf.infolist()
+        if zf.start_dir != end[zipfile._ECD_OFFSET]:
+            raise CheckpointFormatError(
+                "its zip central directory is not at the offset its end record names (data prepended, or two "
+                f"archives joined): torch and other zip readers would read different members; {FIX}"
+            )
+        if end[zipfile._ECD_ENTRIES_TOTAL] != len(infos) or end[zipfile._ECD_ENTRIES_THIS_DISK] != len(infos):
+            raise CheckpointFormatError(
+                f"its zip end record counts {end[zipfile._ECD_ENTRIES_TOTAL]} members but its directory holds "
+                f"{len(infos)}; {FIX}"
+            )
+        if end[zipfile._ECD_LOCATION] + zipfile.sizeEndCentDir + len(end[zipfile._ECD_COMMENT]) != size or end[
+            zipfile._ECD_COMMENT
+        ]:
+            raise CheckpointFormatError(f"it has a zip comment or data after its zip end record; {FIX}")
+        self._by_key: dict[bytes, zipfile.ZipInfo] = {}
+        self.ambiguous: str | None = None  # refused once every pickle has been scanned
+        for info in infos:
+            if info.orig_filename != info.filename:
+                raise CheckpointFormatError(
+                    f"its zip member {info.orig_filename[:60]!r} has a NUL in its name; {FIX}"
+                )
+            key = _raw_name(info).lower()  # ASCII-only, as miniz compares names
+            if key in self._by_key and self.ambiguous is None:
+                self.ambiguous = (
+                    f"it holds two zip members named {info.filename[:60]!r} (ignoring case): torch reads "
+                    f"one of them, other readers the other; {FIX}"
+                )
+            self._by_key.setdefault(key, info)
+        first = _raw_name(infos[0]) if infos else b""
+        if b"/" not in first:
+            raise CheckpointFormatError(f"its first zip member {first[:60]!r} is not in a folder; {FIX}")
+        self.folder = first[: first.index(b"/") + 1]
+
+    def record(self, name: str) -> zipfile.ZipInfo | None:
+        """The member torch reads for record ``name`` (``data.pkl``, ``data/0``...), or None."""
+        return self._by_key.get((self.folder + name.encode("utf-8", "surrogatepass")).lower())
+
+    def may_hold_pickle(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+        """A ``.pkl`` member in any folder and any case, or a member outside the storages' folder that
+        starts like a pickle (``torch.load(pickle_file=...)`` or another tool could read it as one)."""
+        key = _raw_name(info).lower()
+        if key.endswith(b".pkl"):
+            return True
+        if key.startswith(self.folder.lower() + b"data/") or info.file_size == 0:
+            return False
+        with zf.open(info) as member:
+            return member.read(1) == b"\x80"  # PROTO: every pickle of protocol 2 and later
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes:
+    """A member's name as stored (torch compares bytes; Python decoded them as UTF-8 or cp437)."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")
 
 
 def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes:

@@ -355,28 +355,64 @@ class _Interpreter:
         self.charge(len(size) if isinstance(size, tuple | list) else 1)
         return check_layout(storage, dtype or storage.dtype, offset, size, stride)
 
-    def rebuild_tensor(self, storage, offset, size, stride, *_ignored) -> TensorRef:  # v1 and v2
+    def rebuild_tensor(self, storage, offset, size, stride) -> TensorRef:
+        return self.tensor(storage, offset, size, stride, None)
+
+    def rebuild_tensor_v2(
+        self, storage, offset, size, stride, requires_grad, hooks, metadata=None
+    ) -> TensorRef:
+        _check_no_metadata(metadata)
         return self.tensor(storage, offset, size, stride, None)
 
     def rebuild_tensor_v3(
-        self, storage, offset, size, stride, requires_grad, hooks, dtype, *_ignored
+        self, storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None
     ) -> TensorRef:
+        _check_no_metadata(metadata)
         return self.tensor(storage, offset, size, stride, tensor_dtype(dtype))
 
-    def rebuild_parameter(self, data: object, *_ignored: object) -> TensorRef:
+    def rebuild_parameter(self, data: object, requires_grad: object = True, hooks: object = None) -> TensorRef:
         if not isinstance(data, TensorRef):
             raise CheckpointFormatError("a parameter rebuild got something other than a tensor")
         return data
 
+    def rebuild_parameter_with_state(
+        self, data: object, requires_grad: object, hooks: object, state: object
+    ) -> TensorRef:
+        # torch applies the state with setattr: {'data': R} would replace the values judged (issue 19, 5)
+        if not _empty_state(state):
+            raise UnsafeCheckpointError(
+                "a Parameter in the pickle carries saved attributes, which torch applies with setattr (they can "
+                "replace its values); ckpttool refuses them, save model.state_dict() instead"
+            )
+        return self.rebuild_parameter(data, requires_grad, hooks)
+
     def rebuild_from_type_v2(self, func: object, new_type: object, args: object, state: object) -> object:
         if func not in self.rebuilds() or new_type not in (_TENSOR, _PARAMETER):
             raise UnsafeCheckpointError("the pickle rebuilds a tensor subclass; refused")
-        if not isinstance(args, tuple) or state not in (None, {}):
+        if not isinstance(args, tuple) or not _empty_state(state):
             raise UnsafeCheckpointError("the pickle rebuilds a tensor with extra state; refused")
         return func(*args)
 
     def rebuilds(self) -> tuple:
-        return (self.rebuild_tensor, self.rebuild_tensor_v3, self.rebuild_parameter)
+        return (self.rebuild_tensor, self.rebuild_tensor_v2, self.rebuild_tensor_v3, self.rebuild_parameter,
+                self.rebuild_parameter_with_state)
+
+
+def _empty_state(state: object) -> bool:
+    """A saved object state that sets nothing (``_set_obj_state``: a dict, or a (dict, slots) pair)."""
+    if isinstance(state, tuple) and len(state) == 2:
+        return all(part is None or (isinstance(part, dict) and not part) for part in state)
+    return state is None or (isinstance(state, dict) and not state)
+
+
+def _check_no_metadata(metadata: object) -> None:
+    """torch applies a tensor's metadata (``{'neg': True}`` negates it, ``conj`` conjugates): only none is accepted."""
+    if metadata is None or (isinstance(metadata, dict) and all(v is False for v in dict.values(metadata))):
+        return
+    raise UnsafeCheckpointError(
+        "a tensor in the pickle carries metadata (a negation or conjugation bit, which torch applies to its "
+        "values); ckpttool refuses it, save tensor.resolve_neg().resolve_conj() instead"
+    )
 
 
 def _refuse(what: str) -> Callable[..., object]:
@@ -499,10 +535,10 @@ _DYNAMIC = {
     "torch.Size": "size",
     "torch.device": "device",
     "torch._utils._rebuild_tensor": "rebuild_tensor",
-    "torch._utils._rebuild_tensor_v2": "rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2": "rebuild_tensor_v2",
     "torch._utils._rebuild_tensor_v3": "rebuild_tensor_v3",
     "torch._utils._rebuild_parameter": "rebuild_parameter",
-    "torch._utils._rebuild_parameter_with_state": "rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state": "rebuild_parameter_with_state",
     "torch._tensor._rebuild_from_type_v2": "rebuild_from_type_v2",
     "torch.nn.parameter.Parameter": "rebuild_parameter",
     **{f"numpy.{m}.multiarray._reconstruct": "np_reconstruct" for m in ("core", "_core")},
@@ -529,7 +565,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         storage: Callable[[tuple], StorageRef],
         counter: TensorCounter,
     ):
-        super().__init__(file, encoding="latin1")
+        # torch.load unpickles Python 2 strings (SHORT_BINSTRING) as UTF-8, strictly: so must we, or one
+        # storage key could name two different records (issue 19, 7)
+        super().__init__(file, encoding="utf-8")
         self._interpreter = _Interpreter(pickle_bytes, counter)
         self._storage = storage
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ckpttool.loading import state_dict_arrays
+from ckpttool.torch_state import state_dict_arrays
 from ckpttool.verdict.stats import TensorStats, compute_stats_from_arrays
 
 

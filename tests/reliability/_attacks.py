@@ -252,7 +252,8 @@ def load_fully(path: Path) -> int:
 
     Returns the number of tensors read. Raises whatever the library raises.
     """
-    from ckpttool.loading import load_checkpoint, load_state_dict
+    from ckpttool.loading import load_checkpoint
+    from ckpttool.torch_state import load_state_dict
 
     n = 0
     with load_checkpoint(path) as ckpt:

@@ -17,7 +17,8 @@ import _attacks as A
 import pytest
 
 from ckpttool.errors import CheckpointFormatError, UnsafeCheckpointError
-from ckpttool.loading import load_checkpoint, load_state_dict
+from ckpttool.loading import load_checkpoint
+from ckpttool.torch_state import load_state_dict
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -27,7 +27,8 @@ ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_N
 _CHILD = r"""
 import json, resource, sys
 import torch  # imported before the limit: its own mappings are not what is measured
-from ckpttool.loading import load_checkpoint, load_state_dict
+from ckpttool.loading import load_checkpoint
+from ckpttool.torch_state import load_state_dict
 from ckpttool.errors import CkptError
 
 def status(key):

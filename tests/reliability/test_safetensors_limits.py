@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.loading import load_checkpoint, load_state_dict
+from ckpttool.loading import load_checkpoint
+from ckpttool.torch_state import load_state_dict
 
 F32 = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
 

@@ -103,8 +103,8 @@ def trained_init(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def partial_init(tmp_path_factory, trained_init) -> Path:
     """The trained init with block 1 put back to a fresh random init."""
-    from ckpttool.loading import load_state_dict
     from ckpttool.saving import save_checkpoint
+    from ckpttool.torch_state import load_state_dict
 
     sd = load_state_dict(trained_init)
     fresh = create_tiny_vit(seed=5).state_dict()
@@ -116,8 +116,8 @@ def partial_init(tmp_path_factory, trained_init) -> Path:
 
 @pytest.fixture(scope="session")
 def corrupt_init(tmp_path_factory, trained_init) -> Path:
-    from ckpttool.loading import load_state_dict
     from ckpttool.saving import save_checkpoint
+    from ckpttool.torch_state import load_state_dict
 
     sd = load_state_dict(trained_init)
     sd["blocks.0.attn.qkv.weight"][0, :4] = float("nan")

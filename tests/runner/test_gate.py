@@ -9,7 +9,7 @@ import torch
 from conftest import base_options
 
 from ckpttool.errors import CheckpointFormatError
-from ckpttool.loading import load_state_dict
+from ckpttool.torch_state import load_state_dict
 from pruning_runner import gate
 from pruning_runner.checkpoint import load_tensors
 from pruning_runner.config import resolve_config
@@ -50,3 +50,20 @@ def test_a_fifo_is_refused_instead_of_read_forever(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(CheckpointFormatError, match="is not a regular file"):
         gate.read_checked_init(fifo)
+
+
+def test_tensors_loaded_other_than_those_verified_are_refused(trained_init, monkeypatch):
+    import ckpttool.torch_state
+
+    real = ckpttool.torch_state.load_state_dict
+
+    def one_value_changed(path):  # a loader that disagreed with the verified reader (issue 19)
+        sd = real(path)
+        name = next(iter(sd))
+        sd[name] = sd[name].clone().neg_()
+        return sd
+
+    assert gate.read_checked_init(trained_init).record.verdict == "pretrained"
+    monkeypatch.setattr(ckpttool.torch_state, "load_state_dict", one_value_changed)
+    with pytest.raises(CheckpointFormatError, match="differ from those verified"):
+        gate.read_checked_init(trained_init)

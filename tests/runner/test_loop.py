@@ -46,7 +46,7 @@ def test_sparsity_follows_the_schedule_exactly_at_every_state(random_init, tmp_p
 
 @pytest.mark.parametrize("compact", [True, False])
 def test_rewind_restores_survivors_bit_for_bit_and_never_changes_the_init(random_init, tmp_path, monkeypatch, compact):
-    from ckpttool.loading import load_state_dict
+    from ckpttool.torch_state import load_state_dict
 
     seen = []
     original = _PruningRun._enter_new_state
