@@ -33,8 +33,8 @@ Cases (failure modes; a mode a model does not have is skipped and listed, not co
   last        the last block before the head        half    the second half of the blocks
   embeddings  the token / position embedding tables stem    the stem / patch embedding / first layer
   weightonly  the >= 2-D tensors of 3 layers (2 where the blocks hold only 2) re-drawn, their biases
-              and norms kept (what a loader that renamed only ``.weight`` keys leaves); layers at 1/4,
-              1/2 and 3/4 of the blocks' layers that have a 1-D sibling
+              and norms kept (what a loader that renamed only ``.weight`` keys leaves); the layers at 1/6,
+              1/2 and 5/6 of the blocks' layers that have a bias or norm beside them
   norms       the norms of the 2 blocks nearest the middle that hold norms reset (LayerNorm / GroupNorm
               1 / 0; BatchNorm 1 / 0, running mean 0, var 1, num_batches_tracked 0)
   incident    (ViTs) patch_embed and pos_embed at init, everything else trained: the 32x32 incident
@@ -187,12 +187,21 @@ def _wild_model(e: ww.Entry, corpus: str, cache: Path) -> Model:
     arrays, _ = ww.arrays_of(e, cache)
     seed = int(hashlib.sha256(e.key.encode()).hexdigest()[:8], 16)
 
+    # numeric / dotless names (ONNX ``412``, ``413``): a vector right after a matrix is that layer's bias
+    floats = {k: v for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating)}
+    bias_of = {n: lay[0] for lay in _layers(list(floats), floats) for n in lay[1:]
+               if "." not in n and floats[n].ndim == 1 and "." not in lay[0]}
+
     def init(names: list[str]) -> dict:
         # one draw per tensor name (seeded by it), so a tensor gets the same init in every case
         out = {}
         for n in names:
             rng = np.random.default_rng([seed, int(hashlib.sha256(n.encode()).hexdigest()[:8], 16)])
-            out[n] = ww.reinit_tensor(n, arrays[n], arrays, e.init, rng, e.flat_weights)
+            if n in bias_of:
+                pair = {"layer.weight": arrays[bias_of[n]], "layer.bias": arrays[n]}
+                out[n] = ww.reinit_tensor("layer.bias", arrays[n], pair, e.init, rng)
+            else:
+                out[n] = ww.reinit_tensor(n, arrays[n], arrays, e.init, rng, e.flat_weights)
         for n in names:  # weight_norm: g is the row norm of v at init (as wild_weights.reinit_blocks)
             leaf, owner = n.rsplit(".", 1)[-1], ww._owner(n)
             v = f"{owner}.{'weight_v' if leaf == 'weight_g' else 'original1'}"
@@ -210,7 +219,7 @@ def _wild_model(e: ww.Entry, corpus: str, cache: Path) -> Model:
 VITS = {
     # key: (img_size, patch, depth, dim, heads, epochs, lr)
     "vit-digits-32p4": (32, 4, 4, 128, 4, 20, 2e-3),
-    "vit-digits-224p16": (224, 16, 4, 128, 4, 8, 2e-3),
+    "vit-digits-224p16": (224, 16, 4, 96, 3, 5, 2e-3),
 }
 VIT_SEED = 0
 
@@ -545,7 +554,7 @@ def _weight_only_layers(m: Model, st: Structure) -> list[tuple[str, ...]]:
     pool = with_sibling if len(with_sibling) >= 2 else [lay for lay, _ in cands]
     if len(pool) <= 3:
         return pool[:3]
-    return [pool[(len(pool) * k) // 4] for k in (1, 2, 3)]
+    return [pool[(len(pool) * (2 * k + 1)) // 6] for k in (0, 1, 2)]  # the middles of the thirds
 
 
 def _norm_blocks(st: Structure) -> list[int]:
@@ -566,6 +575,9 @@ def damaged(m: Model, case: Case, cache: Path) -> dict:
     names = [x for u in case.units for x in u]
     if not names:
         return m.arrays
+    # a BatchNorm's integer counter goes with its statistics (structure_of keeps float tensors only)
+    names += [c for c in dict.fromkeys(f"{_owner(x)}.num_batches_tracked" for x in names if x.endswith("running_var"))
+              if c in m.arrays and c not in names]
     digest = hashlib.sha256("\n".join([CACHE_VERSION, case.mode, *names]).encode()).hexdigest()[:16]
     path = cache / "partial_loads" / "cases" / m.key / f"{case.mode}-{digest}.npz"
     if path.exists():
@@ -654,7 +666,7 @@ def models(corpora: tuple[str, ...], cache: Path, only: str | None):
                 yield _vit_model(key, cache)
 
 
-def run_model(m: Model, modes: tuple[str, ...], fmts: tuple[str, ...], cache: Path, log) -> tuple[list, list]:
+def run_model(m: Model, modes: tuple[str, ...], fmts: tuple[str, ...], cache: Path, log) -> tuple[list, list, dict]:
     st = m.structure = structure_of(m)
     cases, skipped = cases_of(m, st, tuple(x for x in modes if x in MODES))
     controls = []
@@ -673,7 +685,10 @@ def run_model(m: Model, modes: tuple[str, ...], fmts: tuple[str, ...], cache: Pa
             r = judge_case(m, case, arrays, fmt)
             rows.append(r)
             log(r)
-    return rows, [{"key": m.key, "corpus": m.corpus, "mode": k, "why": why} for k, why in skipped]
+    summary = {"key": m.key, "corpus": m.corpus, "arch": m.arch, "blocks": st.block_names,
+               "stem": _display(st.stem) if st.stem else None, "head": _display(st.head) if st.head else None,
+               "tables": list(st.tables), "notes": st.notes}
+    return rows, [{"key": m.key, "corpus": m.corpus, "mode": k, "why": why} for k, why in skipped], summary
 
 
 def _pct(a: int, b: int) -> str:
@@ -682,7 +697,7 @@ def _pct(a: int, b: int) -> str:
 
 def print_report(rows: list[dict], skipped: list[dict], fmts: tuple[str, ...]) -> None:
     print("\nby failure mode (caught = verdict partial; named = the untouched groups cover every damaged module)")
-    head = f"{'mode':<12}" + "".join(f"{f + ' caught':>16}{f + ' named':>14}" for f in fmts)
+    head = f"{'mode':<12}" + "".join(f"{f + ' caught':>22}{f + ' named':>20}" for f in fmts)
     print(head)
     for mode in MODES + CONTROLS:
         sel = [r for r in rows if r["mode"] == mode]
@@ -693,7 +708,7 @@ def print_report(rows: list[dict], skipped: list[dict], fmts: tuple[str, ...]) -
             s = [r for r in sel if r["format"] == f]
             ok = sum(r["ok"] for r in s)
             named = sum(r.get("named") == "all" for r in s) if mode not in CONTROLS else None
-            line += f"{_pct(ok, len(s)):>16}" + (f"{_pct(named, len(s)):>14}" if named is not None else f"{'':>14}")
+            line += f"{_pct(ok, len(s)):>22}" + (f"{_pct(named, len(s)):>20}" if named is not None else f"{'':>20}")
         print(line)
     for f in fmts:
         fail = [r for r in rows if r["format"] == f and not r["control"]]
@@ -767,14 +782,15 @@ def main(argv=None) -> int:
               f"named={r.get('named', '-'):<5} untouched={r['untouched'][:4]}", flush=True)
 
     t0 = time.perf_counter()
-    rows, skipped = [], []
+    rows, skipped, structures = [], [], []
     for m in models(corpora, args.cache, args.only):
         if args.structure:
             print_structure(m)
             continue
-        r, s = run_model(m, modes, fmts, args.cache, log)
+        r, s, summary = run_model(m, modes, fmts, args.cache, log)
         rows += r
         skipped += s
+        structures.append(summary)
     if args.structure:
         return 0
     print_report(rows, skipped, fmts)
@@ -788,8 +804,8 @@ def main(argv=None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in fmts:
             name = "cpu_partial_loads.json" if f == "pt" else "cpu_partial_loads_safetensors.json"
-            payload = {"format": f, "seconds": round(seconds, 1), "skipped": skipped,
-                       "rows": [r for r in rows if r["format"] == f]}
+            payload = {"format": f, "seconds": round(seconds, 1), "machine": platform.machine(),
+                       "skipped": skipped, "models": structures, "rows": [r for r in rows if r["format"] == f]}
             (out_dir / name).write_text(json.dumps(payload, indent=1))
             print(f"wrote {out_dir / name}")
     return 1 if any(not r["ok"] for r in rows) else 0
