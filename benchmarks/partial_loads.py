@@ -62,19 +62,26 @@ Benchmark-only dependencies (not in pyproject): onnx and h5py (wild_weights' con
 
 from __future__ import annotations
 
-import argparse
-import fnmatch
-import hashlib
-import json
-import platform
-import re
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+import os
 
-import numpy as np
+# one BLAS thread unless told otherwise: the verdict's hundreds of small eigvalsh / mat-vec calls per file
+# thrash a busy 2-core box's BLAS thread pool (chgnet: 28 s a file with the default pool, 1.5 s with one)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import fnmatch  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wild_weights as ww  # noqa: E402 - the corpus, its fetching, conversion and re-init live there
@@ -158,7 +165,11 @@ OVERRIDES: dict[str, Override] = {
                                note="two 3-layer MLPs (model, verifier_model); their 1-wide outputs are the head"),
     "basic-pitch": Override(constants=r"^(const_fold_opt__(664|655|734)$|model_1/cq_t)",
                             note="the CQT front end (cq_t kernels, const_fold 664/655/734) is fixed, not trained"),
+    "nagisa": Override(blocks=("ws_lstm", "pos_lstm", "char_lstm"), head=("ws_out", "crf_trans", "pos_out"),
+                       note="two tasks: word segmentation (ws_out + CRF transitions) and POS (pos_out) are the heads"),
     # hold-outs
+    "ho-textgenrnn": Override(blocks=("rnn_1", "rnn_2"), head=("output",),
+                              note="the attention pooling vector [356, 1] is neither block nor head"),
     "ho-g2pid-bert": Override(blocks=("encoder.0", "encoder.1"), note="a 2-layer encoder: its layers are the blocks"),
     "ho-chars2vec-200": Override(blocks=("lstm_1", "lstm_2"), stem=(), headless=True,
                                  note="a word embedder: two LSTMs over one-hot characters, the second one's "
@@ -172,6 +183,13 @@ OVERRIDES: dict[str, Override] = {
                          note="three networks (P/R/O-Net): their first convs are the stem, their 2/4/10-wide "
                               "output layers the head"),
     "h2-soltrannet": Override(stem=("src_embed",), note="src_embed (a Linear of atom features) is the input layer"),
+    "h2-deeplc-multitask": Override(
+        blocks=("branch_a.0", "branch_a.1", "branch_a.2", "branch_b.0", "branch_b.1", "branch_b.2",
+                "branch_c.network.0", "branch_c.network.2", "branch_c.network.4", "branch_c.network.6", "branch_d",
+                "shared_trunk.0", "shared_trunk.2", "shared_trunk.4", "shared_trunk.6"),
+        stem=(), head=("heads",),
+        note="four input branches (no one stem; their residual units and layers are the blocks) into a trunk; "
+             "the hypernetwork 'heads' (4.2M of the 4.8M parameters) is the head"),
     "h2-im2deep-multi": Override(
         blocks=tuple(f"backbone.ConvAtomComp.{i}|ConvAtomComp.{i}" for i in (1, 3, 4, 6, 7))
         + tuple(f"backbone.ConvDiatomComp.{i}|ConvDiatomComp.{i}" for i in (1, 3, 4))
@@ -217,22 +235,23 @@ def _wild_model(e: ww.Entry, corpus: str, cache: Path) -> Model:
 # --- the ViTs trained on digits -----------------------------------------------------------------------
 
 VITS = {
-    # key: (img_size, patch, depth, dim, heads, epochs, lr)
-    "vit-digits-32p4": (32, 4, 4, 128, 4, 20, 2e-3),
-    "vit-digits-224p16": (224, 16, 4, 96, 3, 5, 2e-3),
+    # key: (img_size, patch, depth, dim, heads, epochs, lr, batch, learning-rate factor of patch_embed/pos_embed)
+    "vit-digits-32p4": (32, 4, 4, 128, 4, 20, 2e-3, 64, 10.0),
+    "vit-digits-224p16": (224, 16, 4, 96, 3, 6, 1e-3, 32, 3.0),
 }
 VIT_SEED = 0
 
 
 def _vit_config(key: str) -> dict:
-    img, patch, depth, dim, heads, _, _ = VITS[key]
+    img, patch, depth, dim, heads = VITS[key][:5]
     return dict(img_size=img, patch_size=patch, depth=depth, embed_dim=dim, num_heads=heads, in_chans=3,
                 num_classes=10)
 
 
 def _vit_arrays(key: str, cache: Path) -> tuple[dict, dict, dict]:
     """(trained, fresh init, training info) of one digits ViT, trained once and cached."""
-    path = cache / "partial_loads" / f"{key}.npz"
+    recipe = hashlib.sha256(repr(VITS[key]).encode()).hexdigest()[:8]  # a new recipe trains anew
+    path = cache / "partial_loads" / f"{key}-{recipe}.npz"
     info_path = path.with_suffix(".json")
     if path.exists() and info_path.exists():
         z = ww._load_arrays(path)
@@ -243,7 +262,7 @@ def _vit_arrays(key: str, cache: Path) -> tuple[dict, dict, dict]:
 
     from ckpttool.verdict import _calibration as cal
 
-    img, patch, depth, dim, heads, epochs, lr = VITS[key]
+    img, patch, depth, dim, heads, epochs, lr, batch, factor = VITS[key]
     torch.manual_seed(VIT_SEED)
     fresh_model = cal.create_random_model("vit_tiny_patch16_224", **_vit_config(key))
     torch.manual_seed(VIT_SEED)
@@ -251,16 +270,16 @@ def _vit_arrays(key: str, cache: Path) -> tuple[dict, dict, dict]:
     data = cal.load_digits_data(img_size=img, channels=3)
     # 1,437 grey digits barely move a patch embedding at the base rate (see train_on_digits): a larger
     # rate for the input side so that the unchanged model's patch_embed and pos_embed are really trained
-    info = cal.train_on_digits(model, data, epochs=epochs, lr=lr, seed=VIT_SEED,
-                               lr_scale={"patch_embed": 10.0, "pos_embed": 10.0})
-    info = {**info, "config": _vit_config(key), "lr": lr, "lr_scale": {"patch_embed": 10.0, "pos_embed": 10.0}}
+    scale = {"patch_embed": factor, "pos_embed": factor}
+    info = cal.train_on_digits(model, data, epochs=epochs, lr=lr, batch=batch, seed=VIT_SEED, lr_scale=scale)
+    info = {**info, "config": _vit_config(key), "lr": lr, "batch": batch, "lr_scale": scale}
 
     def arr(m):
         return {k: v.detach().cpu().numpy().copy() for k, v in m.state_dict().items()}
 
     trained, fresh = arr(model), arr(fresh_model)
-    ww._save_arrays(path, {**{f"trained/{k}": v for k, v in trained.items()},
-                           **{f"fresh/{k}": v for k, v in fresh.items()}})
+    _save_atomically(path, {**{f"trained/{k}": v for k, v in trained.items()},
+                            **{f"fresh/{k}": v for k, v in fresh.items()}})
     info_path.write_text(json.dumps(info, indent=1))
     return trained, fresh, info
 
@@ -288,7 +307,7 @@ _NORM_LEAVES = {"weight", "bias", "running_mean", "running_var", "num_batches_tr
 _VECTOR_LEAVES = {"bias", "running_mean", "running_var", "num_batches_tracked", "weight_g", "original0", "beta",
                   "bias_ih", "bias_hh"}
 _CONSTANT = re.compile(r"(_w3j_|window$|phase_advance|cent_table|cent_mask|basis_function|position_ids|stft"
-                       r"|output_mask$|denominator$|^shift$|rescale_atomic_energy)")
+                       r"|output_mask$|denominator$|^shift$|rescale_atomic_energy|task_weights$|output_transform\.)")
 """Buffers and fixed tensors (Wigner 3j symbols, STFT windows and bases, lookup tables, masks, fitted
 per-element shifts): nothing a loader would leave at a random init; never damaged."""
 
@@ -356,6 +375,22 @@ def _stack(names: list[str], arrays: dict) -> tuple[str, list[str]] | None:
         if best is None or score > best[0]:
             best = (score, container, kids)
     return None if best is None else (best[1], best[2])
+
+
+def _merge_self_indexed(layers: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Consecutive layers under one self-indexed top-level module (MobileNetV3 ``conv5.expand`` /
+    ``conv5.depthwise`` / ``conv5.linear``, tempo-CNN ``Conv4.1`` ... ``Conv4.1x1``) form one block."""
+    out: list[list[str]] = []
+    prev = None
+    for lay in layers:
+        top = lay[0].split(".")[0] if "." in lay[0] else None
+        key = top if top and re.search(r"\d$", top) else None
+        if key is not None and key == prev:
+            out[-1].extend(lay)
+        else:
+            out.append(list(lay))
+        prev = key
+    return [tuple(x) for x in out]
 
 
 def _prefixes_to_names(prefixes: tuple[str, ...], names: list[str]) -> tuple[str, ...]:
@@ -433,6 +468,7 @@ def structure_of(m: Model) -> Structure:
     if not blocks:  # flat exports: the layers between stem and head are the blocks
         blocks = [lay for lay in layers if not set(lay) & set(stem or ()) and not set(lay) & set(head or ())
                   and not all(n in tables or n not in mats for n in lay)]
+        blocks = _merge_self_indexed(blocks)
         block_names = [_display(lay) for lay in blocks]
     # norms
     owners: dict[str, list[str]] = {}
@@ -589,8 +625,16 @@ def damaged(m: Model, case: Case, cache: Path) -> dict:
             changed = m.init(names)
         if case.mode not in CONTROLS:
             changed.update(_twins(m.arrays, changed))
-        ww._save_arrays(path, changed)
+        _save_atomically(path, changed)
     return {k: changed.get(k, v) for k, v in m.arrays.items()}
+
+
+def _save_atomically(path: Path, arrays: dict) -> None:
+    """``wild_weights._save_arrays`` through a temporary name of this process: two runs sharing a cache
+    (one per format, say) never write the same partial file."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.npz")
+    ww._save_arrays(tmp, arrays)
+    tmp.replace(path)
 
 
 def _twins(arrays: dict, changed: dict) -> dict:
