@@ -64,7 +64,7 @@ once and cached (with their fresh-init twins) under ``--cache``/partial_loads, a
 tensors of every case, so a re-run mostly only judges. Exit status 1 when a case is missed.
 
 Benchmark-only dependencies (not in pyproject): onnx and h5py (wild_weights' converters), scikit-learn
-(digits). First run: ~600 MB of wheels for the wild corpus and the ViTs' training (~45 min on the busy
+(digits). First run: ~600 MB of wheels for the wild corpus and the ViTs' training (~17 min on the busy
 2-core box); later full runs ~5 min.
 """
 
