@@ -80,6 +80,7 @@ class Entry:
     blocks: tuple[tuple[str, ...], ...] | None = None  # two blocks (each: its name prefixes); None: auto
     init: str = "torch"  # re-init style (see reinit_tensor): torch | timm | hf | keras | normal
     twin: str | None = None  # name of a builder in TWINS
+    twin_expected: str = "random"  # "inconclusive" where the model is too small for any test to tell (issue 20)
     shipped: str = "pretrained"  # expected verdict of the file as shipped
     shipped_groups: tuple[str, ...] = ()  # for shipped == "partial": the untouched modules (proof in note)
     drop: str | None = None  # regex of tensor names that are not weights (dropped at conversion)
@@ -519,11 +520,13 @@ HOLDOUT2: list[Entry] = [
           "b70bcce503668f4933698446351b575a3dfc8a4317b5e9c958ff779354ed9947",
           "SolTranNet: 8-layer molecule-graph transformer encoder, d=8 (torch state dict)", "torch",
           rename=((r"\.a_2$", ".weight"), (r"\.b_2$", ".bias"), (r"^src_embed\.lut\.", "src_embed.proj.")),
-          blocks=(("encoder.layers.2",), ("encoder.layers.5",)), twin="all:torch",
+          blocks=(("encoder.layers.2",), ("encoder.layers.5",)), twin="all:torch", twin_expected="inconclusive",
           note="SolTranNet (Francoeur & Koes 2021) trained on AqSolDB, as the package ships it; renames: its "
                "LayerNorm gain/bias a_2/b_2 -> weight/bias, and src_embed.lut (an nn.Linear(28, 8), not an "
                "embedding table) -> src_embed.proj so the torch re-init treats it as a Linear. make_model's "
-               "init_type argument is unused in the package: torch defaults. Blocks: encoder layers 2 and 5"),
+               "init_type argument is unused in the package: torch defaults. Blocks: encoder layers 2 and 5. "
+               "Every matrix is 8 x 8 (64 entries): below the power of every test, so its random twin is "
+               "expected 'inconclusive' (cannot tell), not a guessed 'random' (issue 20)"),
     Entry("h2-deeplc-multitask", "deeplc==4.5.0", "deeplc/package_data/models/multitask_model.pt",
           "6d9faa9ac1fe8f4664dafc51a3eff27f40143c60f7bcad12c14a771b21079307",
           "DeepLC multitask retention-time net: conv1d branches + MLP trunk + hyper head (torch state dict)",
@@ -1396,7 +1399,7 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
             missing = sorted(set(arrays) ^ set(twin))
             kind = (f"init rule: every tensor re-initialised ({e.twin[4:]})" if e.twin.startswith("all:")
                     else "constructor: the package's own model class, random")
-            judged("twin", "random", (), twin, {"twin": kind, "names_differ_from_shipped": missing[:10]})
+            judged("twin", e.twin_expected, (), twin, {"twin": kind, "names_differ_from_shipped": missing[:10]})
     return rows
 
 
@@ -1404,7 +1407,7 @@ def run_entry(e: Entry, cache: Path, fmt: str) -> list[dict]:
 # Report
 # ---------------------------------------------------------------------------------------------------
 
-_COLS = ("pretrained", "partial", "partial*", "random", "corrupt", "refused", "refused*", "error")
+_COLS = ("pretrained", "partial", "partial*", "random", "inconclusive", "corrupt", "refused", "refused*", "error")
 
 
 def _print_report(rows: list[dict]) -> None:
@@ -1425,7 +1428,7 @@ def _print_report(rows: list[dict]) -> None:
     print("\nconfusion (rows expected, columns got; partial* = partial with wrong/missing block names, "
           "refused* = refusal message that also names a global torch's weights_only loader accepts)")
     print(f"{'':<12}" + "".join(f"{c:>11}" for c in _COLS))
-    for exp in ("pretrained", "partial", "random", "refused"):
+    for exp in ("pretrained", "partial", "random", "inconclusive", "refused"):
         if any(k[0] == exp for k in conf):
             print(f"{exp:<12}" + "".join(f"{conf[(exp, c)]:>11}" for c in _COLS))
     misses = [r for r in judged if not r["ok"]]

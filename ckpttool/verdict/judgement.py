@@ -210,7 +210,7 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
             matrices.setdefault(group[s.name], []).append(s.name)
     head = _unless_repeated_blocks(set(head_tensors(names)), group)
     # weights of any size (a single-output layer is a [1, n] "matrix" too small to judge)
-    layers = [group[s.name] for s in stats if len(s.shape) >= 2 and s.numel >= 2 and "weight" in s.name.rpartition(".")[2]]
+    layers = [group[s.name] for s in stats if len(s.shape) >= 2 and s.numel >= 2 and _is_weight(s.name)]
     if (not head and ordered and layers and set(matrices) - {layers[-1]}
             and _looks_like_a_head(layers[-1], stats, group)):  # the output layer by position
         head = {n for n in names if group[n] == layers[-1]}
@@ -225,6 +225,12 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     # groups whose matrices are all embedding tables (token/character lookups)
     inputs |= {g for g, ms in matrices.items() if all(is_embedding_table(m) for m in ms)}
     return _Layout(group, frozenset(head), frozenset(inputs))
+
+
+def _is_weight(name: str) -> bool:
+    """A layer's weight (``weight``, ``weight_ih_l0``, ``weight_v``), not a buffer that merely says
+    so (chemprop's ``metrics.2.task_weights``)."""
+    return name.rpartition(".")[2].startswith("weight")
 
 
 def _signatures(stats: Sequence[TensorStats], group: dict[str, str]) -> dict[str, frozenset]:
@@ -262,7 +268,7 @@ def _dangling_output(stats: Sequence[TensorStats], group: dict[str, str]) -> str
     layer of that input width; a class count feeds nothing. Embedding tables, recurrent layers and
     repeated blocks are never it; two or more such layers (attention's fused qkv, concatenations)
     say nothing."""
-    layers = [s for s in stats if len(s.shape) >= 2 and s.numel >= 2 and s.name.rpartition(".")[2].endswith("weight")
+    layers = [s for s in stats if len(s.shape) >= 2 and s.numel >= 2 and _is_weight(s.name)
               and not is_embedding_table(s.name) and "_hh" not in s.name and "_ih" not in s.name]
     inputs_of: dict[int, set[str]] = {}
     for s in layers:
