@@ -33,6 +33,12 @@ INIT = "init.safetensors"
 REWIND = "rewind.safetensors"
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final_compact.safetensors"
+MASKS = "masks"
+
+
+def mask_file(state: int) -> str:
+    """Where state ``state``'s mask lives, relative to the run folder."""
+    return f"{MASKS}/state_{state:02d}.safetensors"
 
 
 def utc_now() -> str:

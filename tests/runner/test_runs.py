@@ -24,7 +24,7 @@ def two_runs(random_init, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     a = run_pruning(resolve_config(None, base_options(random_init, root / "a", method="refill", rate=0.5)))
     b = run_pruning(resolve_config(None, base_options(random_init, root / "b", method="rsst", rate=0.5,
-                                                      dataset="synthetic", synthetic_size=512)))
+                                                      dataset="synthetic", synthetic_size=1000)))
     return root, a, b
 
 
