@@ -203,19 +203,21 @@ def score_groups(
         nh, nn_ = int(present.heads[b].sum()), int(present.neurons[b].sum())
         weights = block_tensors(params, layout, b)
 
-        def pick(source):
-            if source is None:
-                return None
-            return {k: source.get(f"blocks.{b}.{k}") for k in weights}
-
-        keep_b = pick(keep)
+        keep_b = _block_part(keep, b, weights)
         if keep_b is not None and any(v is None for k, v in keep_b.items() if weights[k] is not None):
             keep_b = _fill_keep(weights, keep_b)
-        ev = GroupEvidence(weights, layout, nh, nn_, saliency=pick(saliency), keep=keep_b)
+        ev = GroupEvidence(weights, layout, nh, nn_, saliency=_block_part(saliency, b, weights), keep=keep_b)
         sh, sn = criterion(ev)
         heads[b, present.heads[b]] = sh.float().cpu()
         neurons[b, present.neurons[b]] = sn.float().cpu()
     return GroupMasks(heads, neurons)
+
+
+def _block_part(source: dict[str, torch.Tensor] | None, b: int, weights: Tensors) -> Tensors | None:
+    """Block ``b``'s entries of a full-name dict, by slot name."""
+    if source is None:
+        return None
+    return {k: source.get(f"blocks.{b}.{k}") for k in weights}
 
 
 def _fill_keep(weights: Tensors, keep: Tensors) -> Tensors:

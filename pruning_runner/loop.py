@@ -64,8 +64,8 @@ from pruning_runner.events import (
     StepDone,
     null_listener,
 )
-from pruning_runner.gate import InitRecord, read_checked_init
 from pruning_runner.footprint import measure_footprint
+from pruning_runner.gate import InitRecord, read_checked_init
 from pruning_runner.groups import (
     GroupMasks,
     VitLayout,
