@@ -93,10 +93,10 @@ def _mlp_classes():
 
 def attention_problem(attn: nn.Module) -> tuple[str, str] | None:
     """(sub-module path, why) when ``attn``'s heads cannot be grouped exactly; None when they can."""
+    if getattr(attn, "qkv", None) is None and getattr(attn, "q_proj", None) is not None:
+        return ".q_proj", "separate q/k/v projections"
     if type(attn) not in _attention_classes():
         return "", _class_name(attn)
-    if getattr(attn, "qkv", None) is None:
-        return ".q_proj", "separate q/k/v projections"
     if getattr(attn, "num_kv_heads", attn.num_heads) != attn.num_heads:
         return ".k_proj", "grouped-query attention"
     if _is_set(getattr(attn, "norm", None)):
