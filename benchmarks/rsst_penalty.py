@@ -6,13 +6,13 @@ over that of the kept ones, the larger of the head and neuron ratios). This scri
 runner (``pruning_runner.run_pruning``) on scikit-learn's digits (the project's loader, 16 px), a small
 timm ViT (embed 64, depth 4, 4 heads, patch 4), RSST, target both, rate 0.5, 2 states of ``--epochs``
 epochs each (10 steps per epoch at batch 128: 60 epochs = 600 steps, the user's state length), the
-default optimizer (AdamW, lr 1e-3, weight decay 0.05, cosine), the default penalty (reg-max 1, schedule
-x), and reports the ratio after every epoch of state 1 and at its end, for each ``--reg-mode``.
-The baseline is the ratio at the start of the state, measured in the same run. CPU only; no
-dependency beyond the project's.
+default optimizer (AdamW, lr 1e-3, weight decay 0.05, cosine; ``--optimizers sgd`` adds SGD, lr 0.05),
+the default penalty (reg-max 1, schedule x, added to the gradient), and reports the ratio after the
+first epoch of state 1 (the baseline, same run), after every epoch, and at the state's end, for each
+state length in ``--epochs``. CPU only, one thread; no dependency beyond the project's.
 
 Usage:
-    python benchmarks/rsst_penalty.py --epochs 60 --modes gradient decoupled --json out.json
+    python benchmarks/rsst_penalty.py --epochs 10 60 --optimizers adamw sgd --json out.json
 """
 
 from __future__ import annotations
@@ -42,15 +42,13 @@ def _random_init(folder: Path) -> Path:
     return path
 
 
-def measure(mode: str, epochs: int, folder: Path, init: Path, optimizer: str) -> dict:
+def measure(epochs: int, folder: Path, init: Path, optimizer: str) -> dict:
     from pruning_runner.config import resolve_config
     from pruning_runner.loop import run_pruning
 
     values = dict(init=str(init), allow_random=True, dataset="digits", method="rsst", target="both", rate=0.5,
                   states=2, epochs=epochs, batch_size=128, device="cpu", seed=0, optimizer=optimizer,
-                  out=str(folder / f"run_{mode}_{optimizer}"), checkpoint_every=0)
-    if mode != "gradient":
-        values["reg_mode"] = mode
+                  out=str(folder / f"run_{epochs}_{optimizer}"), checkpoint_every=0)
     cfg = resolve_config(None, values)
     t0 = time.perf_counter()
     result = run_pruning(cfg)
@@ -58,7 +56,7 @@ def measure(mode: str, epochs: int, folder: Path, init: Path, optimizer: str) ->
     lines = [json.loads(s) for s in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     state1 = [m for m in lines if m["state"] == 1]
     return {
-        "mode": mode, "optimizer": optimizer, "lr": cfg.resolved_lr, "reg_max": cfg.reg_max,
+        "optimizer": optimizer, "lr": cfg.resolved_lr, "reg_max": cfg.reg_max,
         "reg_schedule": cfg.reg_schedule, "epochs": epochs, "steps_per_state": epochs * 10,
         "ratio_after_first_epoch": state1[0]["rsst_norm_ratio"],
         "ratio_at_state_end": result.states[1]["rsst_norm_ratio"],
@@ -71,8 +69,7 @@ def measure(mode: str, epochs: int, folder: Path, init: Path, optimizer: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--modes", nargs="+", default=["gradient", "decoupled"])
+    p.add_argument("--epochs", type=int, nargs="+", default=[10, 60], help="state lengths to measure")
     p.add_argument("--optimizers", nargs="+", default=["adamw"])
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -84,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         init = _random_init(folder)
         for optimizer in args.optimizers:
-            for mode in args.modes:
-                row = measure(mode, args.epochs, folder, init, optimizer)
+            for epochs in args.epochs:
+                row = measure(epochs, folder, init, optimizer)
                 rows.append(row)
-                print(f"{optimizer:6s} {mode:10s} epochs {row['epochs']:3d}: ratio after epoch 0 "
+                print(f"{optimizer:6s} epochs {row['epochs']:3d} ({row['steps_per_state']} steps): ratio after epoch 0 "
                       f"{row['ratio_after_first_epoch']:.4f}, at the state's end {row['ratio_at_state_end']:.4f}; "
                       f"state 1 test acc {row['state1_test_acc_at_best_val']:.3f} ({row['seconds']} s)", flush=True)
     doc = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": sys.version.split()[0],
