@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import IMG, base_options
+from conftest import IMG, base_options, one_torch_thread
 
 from ckpttool.loading import load_checkpoint
 from pruning_runner.compaction import load_compact_model
@@ -20,7 +20,8 @@ from pruning_runner.training import count_correct
 def run(random_init, tmp_path_factory):
     """lr 0.03 overshoots: the last state's best validation epoch (2) is not its last (3)."""
     out = tmp_path_factory.mktemp("export") / "run"
-    result = run_pruning(resolve_config(None, base_options(random_init, out, states=2, epochs=4, lr=3e-2)))
+    with one_torch_thread():  # a module fixture runs before the per-test one-thread fixture
+        result = run_pruning(resolve_config(None, base_options(random_init, out, states=2, epochs=4, lr=3e-2)))
     return result, out
 
 

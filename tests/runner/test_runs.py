@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import base_options
+from conftest import base_options, one_torch_thread
 
 from ckpttool.cli._root import main
 from pruning_runner.config import resolve_config
@@ -22,9 +22,10 @@ def _cli(args, capsys):
 def two_runs(random_init, tmp_path_factory):
     """A Refill run on digits and an RSST run on synthetic images (2 states, 1 epoch each)."""
     root = tmp_path_factory.mktemp("runs")
-    a = run_pruning(resolve_config(None, base_options(random_init, root / "a", method="refill", rate=0.5)))
-    b = run_pruning(resolve_config(None, base_options(random_init, root / "b", method="rsst", rate=0.5,
-                                                      dataset="synthetic", synthetic_size=1000)))
+    with one_torch_thread():  # a module fixture runs before the per-test one-thread fixture
+        a = run_pruning(resolve_config(None, base_options(random_init, root / "a", method="refill", rate=0.5)))
+        b = run_pruning(resolve_config(None, base_options(random_init, root / "b", method="rsst", rate=0.5,
+                                                          dataset="synthetic", synthetic_size=1000)))
     return root, a, b
 
 
