@@ -771,13 +771,16 @@ class _PruningRun:
 
     def _export(self, path: Path, result: dict, keep: GroupMasks) -> None:
         """The last state's best-validation weights, compacted to what it reports, with how they were chosen."""
-        weights = self.best_weights if self.best_weights is not None else to_cpu(self.model.state_dict())
+        weights, weights_of = self.best_weights, "best_val_epoch"
+        if weights is None:  # a checkpoint written before the export held the best epoch's weights
+            log.warning("no best-validation weights in this run's checkpoint: exporting the last epoch's")
+            weights, weights_of = to_cpu(self.model.state_dict()), "last_epoch"
         small = create_compact_vit(self.spec, keep)
         small.load_state_dict(select_state_dict(weights, self.present, keep, self.layout), strict=True)
         dense = self.results[0]
         save_compact_model(path, small, self.spec, keep, extra={
             "run": str(self.run_dir), "init_sha256": self.init_record.sha256, "seed": self.cfg.seed,
-            "state": result["state"], "epoch": result["best_epoch"],
+            "weights_of": weights_of, "state": result["state"], "epoch": result["best_epoch"],
             "val_acc": result["best_val_acc"], "test_acc": result["test_acc_at_best_val"],
             "params": result["params"], "flops": result["flops"],
             "sparsity": {

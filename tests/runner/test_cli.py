@@ -206,3 +206,19 @@ def test_deterministic_switches_off_tf32_and_asks_for_deterministic_kernels():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False", "False", "False", "False", ":4096:8", "True"]
+
+
+def test_a_deterministic_run_records_seed_and_mode(random_init, tmp_path):
+    """In a subprocess: deterministic-only algorithms are process-wide and would outlive an in-process run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, subprocess_env
+
+    out = tmp_path / "run"
+    args = cli_args(base_options(random_init, out, states=1, epochs=1, seed=7, deterministic=True))
+    done = subprocess.run([sys.executable, "-m", "pruning_runner", *args, "--format", "json"], cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert (run["seed"], run["deterministic"]) == (7, True)

@@ -43,7 +43,7 @@ def test_the_export_holds_the_best_validation_weights_of_the_last_state(run):
     assert _test_accuracy(load_compact_model(result.final_model)) == last["test_acc_at_best_val"]
     with load_checkpoint(result.final_model) as ckpt:
         md = parse_init_metadata(dict(ckpt.metadata))
-    assert (md["state"], md["epoch"]) == (1, last["best_epoch"])
+    assert (md["weights_of"], md["state"], md["epoch"]) == ("best_val_epoch", 1, last["best_epoch"])
     assert (md["val_acc"], md["test_acc"]) == (last["best_val_acc"], last["test_acc_at_best_val"])
     assert md["init_sha256"] == result.init["sha256"] and md["seed"] == 0
     assert md["params"] == last["params"] and md["flops"] == last["flops"]
