@@ -65,9 +65,12 @@ class BlockKinds:
     neuron_slots: tuple[Slot, ...]
 
 
-def _refuse(arch: str, where: str, what: str) -> InvalidArgumentError:
+def _refuse(arch: str, where: str, what: str, instead: str | None = None) -> InvalidArgumentError:
+    flag = "head" if instead == "heads" else "mlp"
+    way_out = f"prune only the {instead} (--target {flag}) or " if instead else ""
     return InvalidArgumentError(
-        f"{arch!r} has {where} ({what}), which structured pruning cannot resize exactly; use a ViT without it"
+        f"{arch!r} has {where} ({what}), which structured pruning cannot resize exactly; "
+        f"{way_out}use a ViT without it"
     )
 
 
@@ -178,7 +181,8 @@ def resolve_block_kinds(model: nn.Module, *, target: str = "both", arch: str = "
         first = next(((b, i) for b, i in issues if i is not None), None)
         if first is not None and targeted:
             b, (sub, why) = first
-            raise _refuse(arch, f"blocks.{b}.{part}{sub}", why)
+            instead = None if target != "both" else ("MLP neurons" if kind == "head" else "heads")
+            raise _refuse(arch, f"blocks.{b}.{part}{sub}", why, instead)
         usable[kind] = modules if first is None else None  # a kind not targeted and not prunable: left alone
     attns, mlps = usable["head"], usable["neuron"]
     shapes = {(
