@@ -1,7 +1,8 @@
 """Masks -> a physically smaller timm ViT with the same outputs.
 
 Each block keeps ``head_dim``; its ``attn.qkv`` / ``attn.proj`` Linear layers shrink to the kept heads
-(``attn.num_heads`` / ``attn.attn_dim`` updated), ``mlp.fc1`` / ``mlp.fc2`` to the kept neurons.
+(``attn.num_heads`` / ``attn.attn_dim`` updated), ``mlp.fc1`` (or ``fc1_g`` / ``fc1_x``) / ``mlp.fc2`` to
+the kept neurons (:mod:`pruning_runner.blocks` knows each family's layers).
 Which original groups a model holds is a :class:`GroupMasks` ``present``; the architecture is also
 written as text (``blocks.0.attn.num_heads:[3]***blocks.0.mlp.fc1:[40]***...``, in the spirit of
 timm's ``_prune.py``) in exported files, so a pruned model loads without pickles.
@@ -18,8 +19,9 @@ import torch
 from torch import nn
 
 from ckpttool.errors import CheckpointFormatError
-from pruning_runner.groups import GroupMasks, VitLayout, block_param_names
-from pruning_runner.model import ModelSpec, check_prunable, create_vit, parse_init_metadata
+from pruning_runner.blocks import resize_attention_, resize_mlp_, resolve_block_kinds
+from pruning_runner.groups import GroupMasks, VitLayout, select_slot
+from pruning_runner.model import ModelSpec, create_vit, parse_init_metadata
 
 _SEP = "***"
 
@@ -33,7 +35,7 @@ def select_state_dict(
     state_dict: dict[str, torch.Tensor],
     present_from: GroupMasks,
     present_to: GroupMasks,
-    head_dim: int,
+    layout: VitLayout,
 ) -> dict[str, torch.Tensor]:
     """Slice a state dict of structure ``present_from`` down to ``present_to`` (a subset).
 
@@ -41,70 +43,50 @@ def select_state_dict(
     """
     out = dict(state_dict)
     for b in range(present_from.heads.shape[0]):
-        n = block_param_names(b)
-        hi = _positions(present_to.heads[b], present_from.heads[b])
-        ni = _positions(present_to.neurons[b], present_from.neurons[b])
-        h_from = int(present_from.heads[b].sum())
-        w = state_dict[n["qkv_w"]]
-        dim = w.shape[1]
-        out[n["qkv_w"]] = w.reshape(3, h_from, head_dim, dim).index_select(1, hi.to(w.device)).reshape(-1, dim)
-        if n["qkv_b"] in state_dict:
-            bb = state_dict[n["qkv_b"]]
-            out[n["qkv_b"]] = bb.reshape(3, h_from, head_dim).index_select(1, hi.to(bb.device)).reshape(-1)
-        pw = state_dict[n["proj_w"]]
-        out[n["proj_w"]] = pw.reshape(pw.shape[0], h_from, head_dim).index_select(1, hi.to(pw.device)).reshape(
-            pw.shape[0], -1
-        )
-        out[n["fc1_w"]] = state_dict[n["fc1_w"]].index_select(0, ni.to(w.device))
-        if n["fc1_b"] in state_dict:
-            out[n["fc1_b"]] = state_dict[n["fc1_b"]].index_select(0, ni.to(w.device))
-        out[n["fc2_w"]] = state_dict[n["fc2_w"]].index_select(1, ni.to(w.device))
+        for kind, to, frm in (("head", present_to.heads[b], present_from.heads[b]),
+                              ("neuron", present_to.neurons[b], present_from.neurons[b])):
+            index = _positions(to, frm)
+            for slot in layout.slots(kind):
+                name = f"blocks.{b}.{slot.name}"
+                if name in state_dict:
+                    out[name] = select_slot(state_dict[name], slot, index)
     return out
 
 
-def resize_vit_(model: nn.Module, heads: list[int], hidden: list[int]) -> nn.Module:
-    """Replace each block's qkv/proj/fc1/fc2 by Linear layers for ``heads[b]`` heads and ``hidden[b]`` neurons.
+def resize_vit_(model: nn.Module, heads: list[int], hidden: list[int], *, arch: str = "model") -> nn.Module:
+    """Give block ``b`` ``heads[b]`` heads and ``hidden[b]`` MLP neurons (new layers' weights uninitialised).
 
-    Weights of resized layers are left uninitialised-random; load a state dict afterwards.
+    Load a state dict afterwards. Only what changes is resized.
 
     Raises:
-        InvalidArgumentError: a block holds a scale-norm or gate that cannot be resized (named).
+        InvalidArgumentError: a block to resize holds a layer that cannot be resized exactly (named).
     """
-    check_prunable(model)
+    kinds = resolve_block_kinds(model, target="none", arch=arch)
     for b, blk in enumerate(model.blocks):
-        attn = blk.attn
-        d = attn.head_dim
-        dim = attn.qkv.in_features
-        if heads[b] != attn.num_heads:
-            qkv, proj = attn.qkv, attn.proj
-            attn.qkv = nn.Linear(dim, 3 * heads[b] * d, bias=qkv.bias is not None,
-                                 device=qkv.weight.device, dtype=qkv.weight.dtype)
-            attn.proj = nn.Linear(heads[b] * d, proj.out_features, bias=proj.bias is not None,
-                                  device=proj.weight.device, dtype=proj.weight.dtype)
-            attn.num_heads = heads[b]
-            attn.attn_dim = heads[b] * d
-        mlp = blk.mlp
-        if hidden[b] != mlp.fc1.out_features:
-            fc1, fc2 = mlp.fc1, mlp.fc2
-            mlp.fc1 = nn.Linear(fc1.in_features, hidden[b], bias=fc1.bias is not None,
-                                device=fc1.weight.device, dtype=fc1.weight.dtype)
-            mlp.fc2 = nn.Linear(hidden[b], fc2.out_features, bias=fc2.bias is not None,
-                                device=fc2.weight.device, dtype=fc2.weight.dtype)
+        if heads[b] != kinds.num_heads:
+            resize_attention_(blk.attn, heads[b], where=f"blocks.{b}.attn", arch=arch)
+        if hidden[b] != kinds.mlp_hidden:
+            resize_mlp_(blk.mlp, hidden[b], where=f"blocks.{b}.mlp", arch=arch)
     return model
 
 
-def create_compact_vit(spec: ModelSpec, present: GroupMasks) -> nn.Module:
-    """A timm ViT holding only the ``present`` groups (random weights)."""
-    model = create_vit(spec)
-    return resize_vit_(model, present.heads.sum(1).tolist(), present.neurons.sum(1).tolist())
+def create_compact_vit(spec: ModelSpec, present: GroupMasks, *, device: torch.device | str | None = None) -> nn.Module:
+    """A timm ViT holding only the ``present`` groups (random weights; ``device="meta"``: shapes only)."""
+    model = create_vit(spec, device=device)
+    return resize_vit_(model, present.heads.sum(1).tolist(), present.neurons.sum(1).tolist(), arch=spec.arch)
 
 
 @torch.no_grad()
-def compact_model(model: nn.Module, spec: ModelSpec, present_from: GroupMasks, keep: GroupMasks) -> nn.Module:
-    """A new, smaller model holding the groups in ``keep`` (subset of ``present_from``) with ``model``'s weights."""
-    layout = VitLayout.from_model(model)
+def compact_model(model: nn.Module, spec: ModelSpec, present_from: GroupMasks, keep: GroupMasks,
+                  layout: VitLayout | None = None) -> nn.Module:
+    """A new, smaller model holding the groups in ``keep`` (subset of ``present_from``) with ``model``'s weights.
+
+    ``layout`` is the ORIGINAL model's (by default: read from a fresh full model of ``spec``).
+    """
+    if layout is None:
+        layout = VitLayout.from_model(create_vit(spec, device="meta"), target="none")
     small = create_compact_vit(spec, keep)
-    sd = select_state_dict(model.state_dict(), present_from, keep, layout.head_dim)
+    sd = select_state_dict(model.state_dict(), present_from, keep, layout)
     small.load_state_dict(sd, strict=True)
     return small.to(next(model.parameters()).device)
 
@@ -166,6 +148,6 @@ def load_compact_model(path: str | Path) -> nn.Module:
         raise CheckpointFormatError(f"{path} has no 'architecture' metadata: not a compact export of run-prune")
     spec = ModelSpec.from_dict(md)
     heads, hidden = parse_architecture_text(md["architecture"])
-    model = resize_vit_(create_vit(spec), heads, hidden)
+    model = resize_vit_(create_vit(spec), heads, hidden, arch=spec.arch)
     model.load_state_dict(load_state_dict(path), strict=True)
     return model.eval()

@@ -1,5 +1,6 @@
-"""Runs side by side: per state, what each run kept and reached; and one figure of test accuracy
-against the fraction of parameters removed (a line per run, a panel per dataset).
+"""Runs side by side: per state, what each run kept (per block), cost (parameters, FLOPs per image) and
+reached; and one figure of test accuracy against the fraction of parameters or FLOPs removed (a line
+per run, a panel per dataset).
 
 Example:
     >>> runs = compare_runs(["runs/a_refill_cifar10", "runs/b_rsst_cifar10"])  # doctest: +SKIP
@@ -29,6 +30,11 @@ class StateRow:
     params: int
     best_val_acc: float
     test_acc_at_best_val: float
+    flops: int | None = None  # forward FLOPs per image (None: a run recorded before FLOPs were)
+    flops_removed: float | None = None  # fraction of state 0's FLOPs removed
+    kept_heads_per_block: tuple[int, ...] | None = None
+    kept_neurons_per_block: tuple[int, ...] | None = None
+    mask: str | None = None  # the state's mask file, relative to the run folder
 
 
 @dataclass(frozen=True)
@@ -47,15 +53,29 @@ class ComparedRun:
         return {**self.record.to_dict(), "label": self.label, "states": [asdict(s) for s in self.states]}
 
 
+def _optional_ints(value) -> tuple[int, ...] | None:
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
 def _rows(states: list[dict]) -> tuple[StateRow, ...]:
     dense = next((s["params"] for s in states if s.get("state") == 0 and s.get("params")), None)
+    dense_flops = next((s.get("flops") for s in states if s.get("state") == 0 and s.get("flops")), None)
     rows = []
     for s in states:
+        flops = s.get("flops")
+        flops = flops if isinstance(flops, int) and not isinstance(flops, bool) else None
+        mask = s.get("mask") if isinstance(s.get("mask"), str) else None
         rows.append(StateRow(
             state=s["state"], params_removed=None if dense is None else 1.0 - s["params"] / dense,
             kept_heads=s["kept_heads"], total_heads=s["total_heads"], kept_neurons=s["kept_neurons"],
             total_neurons=s["total_neurons"], params=s["params"], best_val_acc=float(s["best_val_acc"]),
             test_acc_at_best_val=float(s["test_acc_at_best_val"]),
+            flops=flops, flops_removed=None if not (flops and dense_flops) else 1.0 - flops / dense_flops,
+            kept_heads_per_block=_optional_ints(s.get("kept_heads_per_block")),
+            kept_neurons_per_block=_optional_ints(s.get("kept_neurons_per_block")),
+            mask=mask,
         ))
     return tuple(rows)
 
@@ -87,8 +107,8 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> tuple[ComparedRun, ...]:
     return tuple(out)
 
 
-def plot_comparison(runs: Sequence[ComparedRun], path: str | Path) -> dict[str, list[str]]:
-    """Test accuracy (at the best-validation epoch) against the fraction of parameters removed.
+def plot_comparison(runs: Sequence[ComparedRun], path: str | Path, *, x: str = "params") -> dict[str, list[str]]:
+    """Test accuracy (at the best-validation epoch) against the fraction of parameters (or FLOPs) removed.
 
     One line per run labelled method / dataset / init verdict (the folder name added where two
     labels would be equal), one panel per dataset. Written atomically as PNG.
@@ -101,6 +121,9 @@ def plot_comparison(runs: Sequence[ComparedRun], path: str | Path) -> dict[str, 
 
     from ckpttool._atomic import atomic_write
 
+    if x not in ("params", "flops"):
+        raise InvalidArgumentError(f"unknown x axis {x!r}; choose params or flops")
+    removed = f"{x}_removed"
     datasets = sorted({r.record.dataset for r in runs})
     labels = [r.label for r in runs]
     fig = Figure(figsize=(5.5 * len(datasets), 4), dpi=100)
@@ -114,13 +137,13 @@ def plot_comparison(runs: Sequence[ComparedRun], path: str | Path) -> dict[str, 
                 continue
             if labels.count(label) > 1:
                 label = f"{label} ({Path(run.record.path).name})"
-            pts = [(100 * s.params_removed, 100 * s.test_acc_at_best_val) for s in run.states
-                   if s.params_removed is not None]
+            pts = [(100 * getattr(s, removed), 100 * s.test_acc_at_best_val) for s in run.states
+                   if getattr(s, removed) is not None]
             # labels come from run.json: a "$" would start matplotlib's mathtext
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label.replace("$", r"\$"))
             panels[dataset].append(label)
         ax.set_title(dataset, fontsize=10)
-        ax.set_xlabel("parameters removed (%)")
+        ax.set_xlabel(f"{'FLOPs' if x == 'flops' else 'parameters'} removed (%)")
         ax.set_ylabel("test accuracy at best val (%)")
         ax.grid(True, alpha=0.3)
         if panels[dataset]:

@@ -48,6 +48,7 @@ DATASET_NAMES = ("cifar10", "cifar100", "digits", "synthetic")
 DEFAULT_DATA_ROOT = Path("data")  # where CIFAR is looked for when ``root`` is None
 CIFAR_VAL_SIZE = 5000  # default validation images held out of CIFAR's 50,000 training images
 SMALL_VAL_FRACTION = 0.1  # default validation fraction for digits / synthetic
+MIN_SMALL_VAL = 100  # ... and at least this many (pruning_runner.config.MIN_VAL_SIZE) where the pool allows
 SYNTHETIC_DEFAULT_SIZE = 4000  # synthetic train+val pool; the test split is a quarter of it
 _SYNTHETIC_CONTENT_SEED = 1234  # the synthetic images are the same for every run seed
 _DIGITS_TEST_SEED = 0  # the digits test split is the same for every run seed
@@ -95,7 +96,8 @@ def load_image_splits(
     Args:
         name: ``cifar10``, ``cifar100``, ``digits`` or ``synthetic``.
         root: Folder holding the CIFAR folder or archive (default ``./data``); ignored otherwise.
-        val_size: Training images held out for validation; None = 5,000 for CIFAR, 10% otherwise.
+        val_size: Training images held out for validation; None = 5,000 for CIFAR, otherwise 10% but at
+            least 100 where the pool allows.
         seed: Fixes which images are held out.
         download: Fetch the CIFAR archive with torchvision's downloader when it is not under root.
         synthetic_size: Train+val pool size of the synthetic set (default 4,000).
@@ -133,7 +135,9 @@ def load_image_splits(
 
     n_pool = len(pool_y)
     if val_size is None:
-        val_size = default_val if default_val is not None else max(1, round(SMALL_VAL_FRACTION * n_pool))
+        # 10%, but at least the runner's minimum of 100 where the pool allows it
+        small = min(n_pool - 1, max(MIN_SMALL_VAL, round(SMALL_VAL_FRACTION * n_pool)))
+        val_size = default_val if default_val is not None else small
     if not 0 <= val_size < n_pool:
         raise InvalidArgumentError(
             f"val_size {val_size} is out of range for {name}: it must be in [0, {n_pool - 1}] "

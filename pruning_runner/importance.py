@@ -24,14 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning_runner.groups import (
-    GroupMasks,
-    VitLayout,
-    block_param_names,
-    block_tensors,
-    reduce_heads,
-    reduce_neurons,
-)
+from pruning_runner.groups import GroupMasks, VitLayout, block_tensors, reduce_groups
 
 Tensors = dict[str, "torch.Tensor | None"]
 
@@ -40,10 +33,17 @@ Tensors = dict[str, "torch.Tensor | None"]
 class GroupEvidence:
     """What a criterion may look at for one block, at the model's current positions."""
 
-    weights: Tensors  # qkv_w, qkv_b, proj_w, fc1_w, fc1_b, fc2_w
-    head_dim: int
+    weights: Tensors  # slot name (relative to the block, e.g. attn.qkv.weight) -> tensor
+    layout: VitLayout  # which slots carry heads and which neurons
+    heads: int  # heads the block holds now
+    neurons: int  # neurons the block holds now
     saliency: Tensors | None = None  # accumulated |w * dL/dw| (taylor)
     keep: Tensors | None = None  # float 0/1 unstructured keep mask (refill)
+
+    def reduce(self, elem: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum an element-wise quantity over each head and each neuron -> (``[heads]``, ``[neurons]``)."""
+        return (reduce_groups(elem, self.layout, "head", self.heads),
+                reduce_groups(elem, self.layout, "neuron", self.neurons))
 
 
 def _masked(ev: GroupEvidence, values: Tensors) -> Tensors:
@@ -60,16 +60,15 @@ class MagnitudeImportance:
     """L1 norm of each group's weights."""
 
     def __call__(self, ev: GroupEvidence) -> tuple[torch.Tensor, torch.Tensor]:
-        elem = _map(_masked(ev, ev.weights), torch.abs)
-        return reduce_heads(elem, ev.head_dim), reduce_neurons(elem)
+        return ev.reduce(_map(_masked(ev, ev.weights), torch.abs))
 
 
 class L2Importance:
     """L2 norm of each group's weights."""
 
     def __call__(self, ev: GroupEvidence) -> tuple[torch.Tensor, torch.Tensor]:
-        elem = _map(_masked(ev, ev.weights), torch.square)
-        return reduce_heads(elem, ev.head_dim).sqrt(), reduce_neurons(elem).sqrt()
+        h, n = ev.reduce(_map(_masked(ev, ev.weights), torch.square))
+        return h.sqrt(), n.sqrt()
 
 
 class TaylorImportance:
@@ -80,8 +79,7 @@ class TaylorImportance:
     def __call__(self, ev: GroupEvidence) -> tuple[torch.Tensor, torch.Tensor]:
         if ev.saliency is None:
             raise ValueError("TaylorImportance needs saliency (accumulate_taylor_saliency first)")
-        elem = _masked(ev, _map(ev.saliency, lambda t: t))
-        return reduce_heads(elem, ev.head_dim), reduce_neurons(elem)
+        return ev.reduce(_masked(ev, _map(ev.saliency, lambda t: t)))
 
 
 class RemainImportance:
@@ -92,12 +90,9 @@ class RemainImportance:
     def __call__(self, ev: GroupEvidence) -> tuple[torch.Tensor, torch.Tensor]:
         if ev.keep is None:
             raise ValueError("RemainImportance needs an unstructured keep mask")
-        ones = _map(ev.keep, torch.ones_like)
-        kept = _map(ev.keep, lambda t: t)
-        return (
-            reduce_heads(kept, ev.head_dim) / reduce_heads(ones, ev.head_dim),
-            reduce_neurons(kept) / reduce_neurons(ones),
-        )
+        kept_h, kept_n = ev.reduce(_map(ev.keep, lambda t: t))
+        all_h, all_n = ev.reduce(_map(ev.keep, torch.ones_like))
+        return kept_h / all_h, kept_n / all_n
 
 
 _CRITERIA = {
@@ -116,10 +111,6 @@ def create_importance(name: str):
         raise ValueError(f"unknown criterion {name!r}; choose one of: {', '.join(_CRITERIA)}") from None
 
 
-_HEAD_KINDS = ("qkv_w", "qkv_b", "proj_w")
-_NEURON_KINDS = ("fc1_w", "fc1_b", "fc2_w")
-
-
 @torch.no_grad()
 def unstructured_keep_masks(
     params: dict[str, torch.Tensor],
@@ -136,16 +127,14 @@ def unstructured_keep_masks(
     model count as pruned zeros. Returns name -> float 0/1 mask for every group tensor.
     """
     out: dict[str, torch.Tensor] = {}
-    kinds = []
-    if heads:
-        kinds.append(_HEAD_KINDS)
-    if neurons:
-        kinds.append(_NEURON_KINDS)
-    for kind_set in kinds:
-        names = [block_param_names(b)[k] for b in range(layout.depth) for k in kind_set]
-        names = [n for n in names if n in params]
-        original = _original_numel(layout, kind_set, params)
-        budget = int(round(density * original))
+    kinds = [k for k, on in (("head", heads), ("neuron", neurons)) if on]
+    for kind in kinds:
+        names = [n for b in range(layout.depth) for n in layout.param_names(b, kind) if n in params]
+        if not names:
+            continue
+        count = layout.num_heads if kind == "head" else layout.mlp_hidden
+        per_group = layout.head_numel if kind == "head" else layout.neuron_numel
+        budget = int(round(density * per_group * count * layout.depth))
         values = torch.cat([params[n].detach().abs().float().reshape(-1) for n in names])
         if budget >= values.numel():
             thr = None
@@ -159,21 +148,10 @@ def unstructured_keep_masks(
     return out
 
 
-def _original_numel(layout: VitLayout, kind_set: tuple[str, ...], params: dict[str, torch.Tensor]) -> int:
-    d, e = layout.head_dim, layout.embed_dim
-    total = 0
-    if kind_set == _HEAD_KINDS:
-        per = 3 * d * e + e * d + (3 * d if block_param_names(0)["qkv_b"] in params else 0)
-        total = per * layout.num_heads * layout.depth
-    else:
-        per = 2 * e + (1 if block_param_names(0)["fc1_b"] in params else 0)
-        total = per * layout.mlp_hidden * layout.depth
-    return total
-
-
 def accumulate_taylor_saliency(
     model: nn.Module,
     params: dict[str, torch.Tensor],
+    layout: VitLayout,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
@@ -183,8 +161,7 @@ def accumulate_taylor_saliency(
 
     Gradients of the model are cleared afterwards; weights are not changed.
     """
-    names = [n for n in params if ".attn.qkv." in n or ".attn.proj.weight" in n or ".mlp.fc" in n]
-    names = [n for n in names if not n.endswith("fc2.bias")]
+    names = [n for b in range(layout.depth) for n in layout.param_names(b) if n in params]
     sal = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in names}
     was_training = model.training
     model.eval()  # no dropout / drop-path while measuring
@@ -223,19 +200,24 @@ def score_groups(
     heads = torch.full((layout.depth, layout.num_heads), float("-inf"))
     neurons = torch.full((layout.depth, layout.mlp_hidden), float("-inf"))
     for b in range(layout.depth):
-        names = block_param_names(b)
-        ev = GroupEvidence(
-            weights=block_tensors(params, b),
-            head_dim=layout.head_dim,
-            saliency={k: saliency.get(n) for k, n in names.items()} if saliency is not None else None,
-            keep={k: keep.get(n) for k, n in names.items()} if keep is not None else None,
-        )
-        if ev.keep is not None and any(v is None for k, v in ev.keep.items() if ev.weights[k] is not None):
-            ev = GroupEvidence(ev.weights, ev.head_dim, ev.saliency, _fill_keep(ev.weights, ev.keep))
+        nh, nn_ = int(present.heads[b].sum()), int(present.neurons[b].sum())
+        weights = block_tensors(params, layout, b)
+
+        keep_b = _block_part(keep, b, weights)
+        if keep_b is not None and any(v is None for k, v in keep_b.items() if weights[k] is not None):
+            keep_b = _fill_keep(weights, keep_b)
+        ev = GroupEvidence(weights, layout, nh, nn_, saliency=_block_part(saliency, b, weights), keep=keep_b)
         sh, sn = criterion(ev)
         heads[b, present.heads[b]] = sh.float().cpu()
         neurons[b, present.neurons[b]] = sn.float().cpu()
     return GroupMasks(heads, neurons)
+
+
+def _block_part(source: dict[str, torch.Tensor] | None, b: int, weights: Tensors) -> Tensors | None:
+    """Block ``b``'s entries of a full-name dict, by slot name."""
+    if source is None:
+        return None
+    return {k: source.get(f"blocks.{b}.{k}") for k in weights}
 
 
 def _fill_keep(weights: Tensors, keep: Tensors) -> Tensors:

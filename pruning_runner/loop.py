@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -63,6 +64,7 @@ from pruning_runner.events import (
     StepDone,
     null_listener,
 )
+from pruning_runner.footprint import measure_footprint
 from pruning_runner.gate import InitRecord, read_checked_init
 from pruning_runner.groups import (
     GroupMasks,
@@ -179,6 +181,8 @@ class _PruningRun:
         self.writer = CheckpointWriter()
         self.results: list[dict] = []
         self.best = {"val": -1.0, "test": 0.0, "epoch": -1}
+        self.best_weights: dict[str, torch.Tensor] | None = None  # last state: weights at its best-validation epoch
+        self.structure: dict = {}  # the reported structure of the state in progress (params, FLOPs, per block)
         self.state_seconds = 0.0
         self.accum: torch.Tensor | None = None
         self.resume_payload: dict | None = None
@@ -207,11 +211,7 @@ class _PruningRun:
             raise InvalidArgumentError(
                 f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world_size} processes"
             )
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        else:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        set_determinism(self.device, cfg.deterministic)
         if cfg.compile:
             known = torch._dynamo.list_backends(exclude_tags=())
             if cfg.compile_backend not in known:
@@ -236,6 +236,7 @@ class _PruningRun:
 
         if not (cfg.download and self.dist.enabled):
             self.splits = load()
+            self._check_val_split()
             return
         # torchrun: rank 0 alone downloads and extracts into the shared folder; the others wait for it
         # (the agreement below is the barrier), then read what it left. Its failure stops every rank.
@@ -251,6 +252,13 @@ class _PruningRun:
             raise DatasetError("rank 0 could not prepare the dataset (its error says why); no rank started")
         if not self.dist.is_main:
             self.splits = load()
+        self._check_val_split()
+
+    def _check_val_split(self) -> None:
+        """The loader's default split may be too small too (a small synthetic pool)."""
+        from pruning_runner.config import check_val_size
+
+        check_val_size(len(self.splits.val_y), f"the {self.cfg.dataset} validation split of")
 
     def _create_loaders(self) -> None:
         from pruning_runner.data import DeviceLoader
@@ -292,7 +300,7 @@ class _PruningRun:
         torch.manual_seed(cfg.seed)
         model = create_vit(self.spec)
         load = load_init_weights(model, state_dict, source=str(cfg.init))
-        self.layout = VitLayout.from_model(model)
+        self.layout = VitLayout.from_model(model, target=cfg.target, arch=self.spec.arch)  # refuses inexact blocks
         if cfg.target in ("head", "both") and cfg.min_heads_per_layer > self.layout.num_heads:
             raise InvalidArgumentError(
                 f"--min-heads-per-layer {cfg.min_heads_per_layer} exceeds the {self.layout.num_heads} heads per block"
@@ -304,8 +312,6 @@ class _PruningRun:
         self.init_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.run_dir = run_dir
         self.folder = rec.RunFolder(run_dir)
-        self.full_params = sum(p.numel() for p in model.parameters())
-        self.qkv_bias = model.blocks[0].attn.qkv.bias is not None
         self.alive = GroupMasks.full(self.layout)
         self.penalized = GroupMasks.empty(self.layout)
         self.present = GroupMasks.full(self.layout)
@@ -331,6 +337,8 @@ class _PruningRun:
                 "target": self.cfg.target,
                 "states": self.cfg.states,
                 "epochs": self.cfg.epochs,
+                "seed": self.cfg.seed,
+                "deterministic": self.cfg.deterministic,
                 "versions": rec.versions(),
                 "device": str(self.device),
                 "world_size": self.dist.world_size,
@@ -374,13 +382,11 @@ class _PruningRun:
         self.alive = GroupMasks.from_state(masks["alive"])
         self.penalized = GroupMasks.from_state(masks["penalized"])
         self.present = GroupMasks.from_state(masks["present"])
-        full = create_vit(self.spec)
-        self.layout = VitLayout.from_model(full)
-        self.full_params = sum(p.numel() for p in full.parameters())
-        self.qkv_bias = full.blocks[0].attn.qkv.bias is not None
-        del full
+        self.layout = VitLayout.from_model(create_vit(self.spec, device="meta"), target=self.cfg.target,
+                                           arch=self.spec.arch)
         self.results = list(payload["results"])
         self.best = dict(payload["best"])
+        self.best_weights = payload.get("best_weights")
         self.state_seconds = float(payload["state_seconds"])
         self.resume_payload = payload
         self.resumed = True
@@ -417,19 +423,20 @@ class _PruningRun:
         self.model = model.to(self.device)
         params = model_params(self.model)
         self.params = params
-        self.pmasks = create_param_masks(params, self.alive, self.present, self.layout.head_dim)
+        self.pmasks = create_param_masks(params, self.alive, self.present, self.layout)
         apply_param_masks_(params, self.pmasks)
         self.optimizer = create_optimizer(self.model, self.cfg, self.device)
+        self.structure = self._measure_structure(self.alive.without(self.penalized))
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
         self.penalty = None
         if self.penalized.any():
             self.penalty = GradientPenalty(
-                params, self.penalized, self.present, self.layout.head_dim, reg_max=self.cfg.reg_max,
+                params, self.penalized, self.present, self.layout, reg_max=self.cfg.reg_max,
                 schedule=self.cfg.reg_schedule, exponent=self.cfg.reg_exponent, total_steps=self.total_steps,
             )
         self.eval_masks = (
-            create_param_masks(params, self.alive.without(self.penalized), self.present, self.layout.head_dim)
+            create_param_masks(params, self.alive.without(self.penalized), self.present, self.layout)
             if self.penalized.any() else {}
         )
         train_model: nn.Module = self.model
@@ -449,12 +456,13 @@ class _PruningRun:
     def _rewound_weights(self) -> dict[str, torch.Tensor]:
         source = self.rewind_sd if (self.cfg.rewind == "rewind_lt" and self.rewind_sd is not None) else self.init_sd
         full = GroupMasks.full(self.layout)
-        return select_state_dict(source, full, self.present, self.layout.head_dim)
+        return select_state_dict(source, full, self.present, self.layout)
 
     def _enter_new_state(self) -> None:
         self.present = self.alive if self.cfg.compact_between_states else GroupMasks.full(self.layout)
         self._build_model(self._rewound_weights())
         self.best = {"val": -1.0, "test": 0.0, "epoch": -1}
+        self.best_weights = None
         self.state_seconds = 0.0
         self.accum = None
 
@@ -565,8 +573,11 @@ class _PruningRun:
             if self.penalty is not None:
                 line["rsst_lambda"] = self.penalty.lam((e + 1) * self.steps_per_epoch - 1)
                 line["rsst_norm_ratio"] = self._penalized_norm_ratio()
+            line.update(self._structure_record())
             if val_acc > self.best["val"]:
                 self.best = {"val": val_acc, "test": test_acc, "epoch": e}
+                if k == cfg.states - 1:  # the export is the model whose accuracy the last state reports
+                    self.best_weights = to_cpu(self.model.state_dict())
             self.pos = _Position(k, e + 1, 0)
             if self.dist.is_main:
                 self.folder.append_metrics(line)
@@ -652,7 +663,7 @@ class _PruningRun:
         kept_h, kept_n = [], []
         kept = self.alive.without(self.penalized)
         for b in range(self.layout.depth):
-            nh, nn_ = group_norms(self.params, b, self.layout.head_dim)
+            nh, nn_ = group_norms(self.params, self.layout, b, self.present)
             ph = self.penalized.heads[b][self.present.heads[b]].to(nh.device)
             kh = kept.heads[b][self.present.heads[b]].to(nh.device)
             pn = self.penalized.neurons[b][self.present.neurons[b]].to(nh.device)
@@ -667,19 +678,26 @@ class _PruningRun:
 
     # ------------------------------------------------------------------ state ends
 
+    def _measure_structure(self, kept: GroupMasks) -> dict:
+        """Parameters, FLOPs per image and per-block counts of the structure ``kept`` (the one a state reports)."""
+        fp = measure_footprint(self.spec, kept, self.layout)
+        return {"params": fp.params, "flops": fp.flops,
+                "kept_heads_per_block": kept.heads.sum(1).tolist(),
+                "kept_neurons_per_block": kept.neurons.sum(1).tolist()}
+
+    def _structure_record(self) -> dict:
+        return {k: self.structure[k] for k in ("params", "flops", "kept_heads_per_block", "kept_neurons_per_block")}
+
     def _state_result(self) -> dict:
         kept = self.alive.without(self.penalized)
-        removed_h = self.layout.depth * self.layout.num_heads - kept.kept_heads()
-        removed_n = self.layout.depth * self.layout.mlp_hidden - kept.kept_neurons()
-        params = (self.full_params - removed_h * self.layout.head_params(self.qkv_bias)
-                  - removed_n * self.layout.neuron_params())
         return {
             "state": self.pos.state,
             "kept_heads": kept.kept_heads(),
             "total_heads": self.layout.depth * self.layout.num_heads,
             "kept_neurons": kept.kept_neurons(),
             "total_neurons": self.layout.depth * self.layout.mlp_hidden,
-            "params": int(params),
+            **self._structure_record(),
+            "mask": rec.mask_file(self.pos.state),
             "best_val_acc": self.best["val"],
             "test_acc_at_best_val": self.best["test"],
             "best_epoch": self.best["epoch"],
@@ -690,6 +708,10 @@ class _PruningRun:
     def _record_state(self, result: dict) -> None:
         self.results.append(result)
         if self.dist.is_main:
+            kept = self.alive.without(self.penalized)
+            self.folder.file(rec.MASKS).mkdir(exist_ok=True)
+            save_tensors(self.folder.file(result["mask"]), {"heads": kept.heads, "neurons": kept.neurons},
+                         metadata={"state": result["state"], "arch": self.spec.arch})
             self.folder.write_summary(self.results, self._init_summary(), method=self.cfg.method,
                                       dataset=self.cfg.dataset, target=self.cfg.target)
             try:
@@ -708,7 +730,7 @@ class _PruningRun:
             if cfg.criterion == "taylor":
                 batches = _first_batches(self.taylor_loader, cfg.taylor_batches)
                 # through DDP: each batch's gradient is the global batch's, as in one process
-                saliency = accumulate_taylor_saliency(self.grad_model, self.params, batches, self.loss_fn,
+                saliency = accumulate_taylor_saliency(self.grad_model, self.params, self.layout, batches, self.loss_fn,
                                                       autocast=self.autocast)
             keep = None
             if density is not None:
@@ -741,16 +763,33 @@ class _PruningRun:
         self._record_state(result)
         final_path = None
         if self.dist.is_main:
-            from pruning_runner.compaction import compact_model
-
-            small = compact_model(self.model, self.spec, self.present, decision.alive)
             final_path = self.folder.file(rec.FINAL)
-            save_compact_model(final_path, small, self.spec, decision.alive,
-                               extra={"run": str(self.run_dir), "init_sha256": self.init_record.sha256,
-                                      "state": self.pos.state})
+            self._export(final_path, result, decision.alive)
         self.alive, self.penalized = decision.alive, decision.penalized
         self.listener(RunFinished(str(self.run_dir), list(self.results), str(final_path) if final_path else None))
         return final_path
+
+    def _export(self, path: Path, result: dict, keep: GroupMasks) -> None:
+        """The last state's best-validation weights, compacted to what it reports, with how they were chosen."""
+        weights, weights_of = self.best_weights, "best_val_epoch"
+        if weights is None:  # a checkpoint written before the export held the best epoch's weights
+            log.warning("no best-validation weights in this run's checkpoint: exporting the last epoch's")
+            weights, weights_of = to_cpu(self.model.state_dict()), "last_epoch"
+        small = create_compact_vit(self.spec, keep)
+        small.load_state_dict(select_state_dict(weights, self.present, keep, self.layout), strict=True)
+        dense = self.results[0]
+        save_compact_model(path, small, self.spec, keep, extra={
+            "run": str(self.run_dir), "init_sha256": self.init_record.sha256, "seed": self.cfg.seed,
+            "weights_of": weights_of, "state": result["state"], "epoch": result["best_epoch"],
+            "val_acc": result["best_val_acc"], "test_acc": result["test_acc_at_best_val"],
+            "params": result["params"], "flops": result["flops"],
+            "sparsity": {
+                "heads": _removed(result["kept_heads"], result["total_heads"]),
+                "neurons": _removed(result["kept_neurons"], result["total_neurons"]),
+                "params": _removed(result["params"], dense["params"]),
+                "flops": _removed(result["flops"], dense["flops"]),
+            },
+        })
 
     def _take_rewind_snapshot(self) -> None:
         self.rewind_sd = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
@@ -784,6 +823,7 @@ class _PruningRun:
             "accum": to_cpu(accum) if accum is not None else None,  # all ranks' sums
             "world_size": self.dist.world_size,
             "best": dict(self.best),
+            "best_weights": self.best_weights,
             "results": [dict(r) for r in self.results],
             "state_seconds": self.state_seconds,
         }
@@ -796,6 +836,32 @@ class _PruningRun:
             f"interrupted at state {p.state}, epoch {p.epoch}, step {p.step}; checkpoint written to "
             f"{self.folder.file(rec.CHECKPOINT)}; continue with: ckpttool run-prune --resume {self.run_dir}"
         )
+
+
+def _removed(kept: int, total: int) -> float:
+    """Fraction removed (0 when there was nothing to remove)."""
+    return 1.0 - kept / total if total else 0.0
+
+
+def set_determinism(device: torch.device, deterministic: bool) -> None:
+    """``--deterministic``: deterministic algorithms only (an error where an op has none), no TF32.
+
+    Without it, CPU runs still prefer deterministic algorithms (warnings only) and CUDA runs use
+    TF32 matmuls and convolutions for speed.
+    """
+    if deterministic:
+        # cuBLAS needs a fixed workspace for reproducible matmuls; read when its handle is created
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def _first_batches(loader, n: int):

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -123,53 +124,34 @@ def resolve_model_spec(
     )
 
 
-def create_vit(spec: ModelSpec) -> nn.Module:
-    """A randomly initialised timm ViT for ``spec`` (fp32, CPU).
+def create_vit(spec: ModelSpec, *, device: torch.device | str | None = None) -> nn.Module:
+    """A randomly initialised timm ViT for ``spec`` (fp32; CPU, or ``device="meta"`` for shapes only).
+
+    EVA attention is converted to timm's ``AttentionRope`` with the same weights (see
+    :mod:`pruning_runner.blocks`), so every model the runner trains or exports can lose heads.
 
     Raises:
-        InvalidArgumentError: unknown timm name, or not a ViT with ``blocks[i].attn.qkv``.
+        InvalidArgumentError: unknown timm name, or not a ViT with ``blocks[i].attn``.
     """
     import timm
+
+    from pruning_runner.blocks import convert_eva_attention_
 
     kwargs = dict(spec.model_kwargs)
     kwargs["img_size"] = spec.img_size
     if spec.patch_size is not None:
         kwargs["patch_size"] = spec.patch_size
     try:
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **kwargs)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **kwargs)
     except RuntimeError as e:
         raise InvalidArgumentError(f"unknown timm model {spec.arch!r}: {e}") from e
     except (TypeError, ValueError, AssertionError) as e:
         raise InvalidArgumentError(f"cannot build {spec.arch!r} with {kwargs}: {e}") from e
     blocks = getattr(model, "blocks", None)
-    if blocks is None or not len(blocks) or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
-        raise InvalidArgumentError(f"{spec.arch!r} is not a ViT with attention heads (blocks[i].attn.qkv)")
-    check_prunable(model, spec.arch)
-    return model
-
-
-# Sub-modules whose width follows the heads / MLP neurons but that the groups do not cover: a
-# scale-norm normalises over ALL heads (or neurons) at once, so removing one changes the others'
-# outputs; a gate has per-head rows the masks and importance scores do not see.
-_UNPRUNABLE = (("attn", "norm", "scale-norm over the attention output (scale_attn_norm)"),
-               ("attn", "gate", "gated attention"),
-               ("mlp", "norm", "scale-norm inside the MLP (scale_mlp_norm)"))
-
-
-def check_prunable(model: nn.Module, arch: str = "model") -> None:
-    """Refuse a ViT whose blocks hold layers that head / neuron pruning cannot shrink exactly.
-
-    Raises:
-        InvalidArgumentError: names the first such module (e.g. ``blocks.0.attn.norm``).
-    """
-    for b, blk in enumerate(model.blocks):
-        for parent, child, what in _UNPRUNABLE:
-            module = getattr(getattr(blk, parent, None), child, None)
-            if module is not None and not isinstance(module, nn.Identity):
-                raise InvalidArgumentError(
-                    f"{arch!r} has blocks.{b}.{parent}.{child} ({what}), which structured pruning cannot "
-                    "resize exactly; use a ViT without it"
-                )
+    if blocks is None or not len(blocks) or not hasattr(blocks[0], "attn"):
+        raise InvalidArgumentError(f"{spec.arch!r} is not a ViT with attention blocks (blocks[i].attn)")
+    return convert_eva_attention_(model)
 
 
 @dataclass(frozen=True)
@@ -192,7 +174,10 @@ def load_init_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, 
     Raises:
         InvalidArgumentError: missing, unexpected or shape-mismatched keys (listed, sorted).
     """
+    from pruning_runner.blocks import convert_eva_state_dict
+
     expected = model.state_dict()
+    state_dict = convert_eva_state_dict(state_dict, set(expected))  # EVA's q_bias / v_bias -> attn.qkv.bias
     head_names = {n for n in expected if n.startswith("head.")}
     sd = dict(state_dict)
     init_classes = None

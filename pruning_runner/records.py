@@ -1,13 +1,16 @@
 """What a run leaves in its folder, written atomically.
 
 - ``config.toml``: the resolved configuration.
-- ``run.json``: init path / sha256 / verdict, versions, device, start / end, status.
+- ``run.json``: init path / sha256 / verdict, seed, deterministic, versions, device, start / end, status.
 - ``metrics.jsonl``: one line per epoch (state, epoch, lr, train_loss, train_acc, val_acc, test_acc,
-  seconds, images_per_s; RSST adds rsst_lambda and rsst_norm_ratio).
-- ``summary.json``: ``{"states": [...], "init": {"path", "sha256", "verdict"}}``.
+  seconds, images_per_s, and the state's params, flops, kept_heads_per_block, kept_neurons_per_block;
+  RSST adds rsst_lambda and rsst_norm_ratio).
+- ``summary.json``: ``{"states": [...], "init": {"path", "sha256", "verdict"}}``; a state holds its kept
+  heads / neurons (totals and per block), params, FLOPs per image, mask file, best val, test at best val.
+- ``masks/state_NN.safetensors``: each state's kept heads ``[depth, H]`` and neurons ``[depth, M]`` (bool).
 - ``accuracy_vs_sparsity.png``.
 - ``init.safetensors`` (the run's immutable start, once), ``rewind.safetensors`` (rewind_lt),
-  ``checkpoint.pt`` (latest), ``final_compact.safetensors``.
+  ``checkpoint.pt`` (latest), ``final_compact.safetensors`` (the last state's best-validation model).
 
 Example:
     >>> folder = RunFolder(Path("runs/demo"))  # doctest: +SKIP
@@ -33,6 +36,12 @@ INIT = "init.safetensors"
 REWIND = "rewind.safetensors"
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final_compact.safetensors"
+MASKS = "masks"
+
+
+def mask_file(state: int) -> str:
+    """Where state ``state``'s mask lives, relative to the run folder."""
+    return f"{MASKS}/state_{state:02d}.safetensors"
 
 
 def utc_now() -> str:

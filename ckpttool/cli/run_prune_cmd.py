@@ -16,7 +16,7 @@ from ckpttool.errors import InvalidArgumentError
 from ckpttool.report.escape import escape_text
 
 # options that may change when resuming (execution only; never the experiment)
-_RESUME_OK = {"device", "amp", "compile", "compile_backend", "checkpoint_every", "eval_batch_size"}
+_RESUME_OK = {"device", "amp", "compile", "compile_backend", "checkpoint_every", "eval_batch_size", "deterministic"}
 _NOT_CONFIG = {"config", "resume", "fmt"}
 
 
@@ -50,10 +50,12 @@ def _opt(*decls: str, help: str, **kw: Any):
 @click.command("run-prune")
 @_opt("--init", type=click.Path(dir_okay=False), help="Init checkpoint; its verdict gates the run (required).")
 @_opt("--dataset", type=_choice("cifar10", "cifar100", "digits", "synthetic"), help="Dataset (required).")
-@_opt("--data", type=click.Path(file_okay=False), help="Dataset folder (CIFAR)  [default: torchvision's data root].")
+@_opt("--data", type=click.Path(file_okay=False),
+      help="Folder holding the CIFAR folder or archive (digits and synthetic need none)  [default: ./data].")
 @_opt("--download", is_flag=True, default=None, help="Download the dataset when it is missing (rank 0 only).")
 @_opt("--synthetic-size", type=int, help="Images in the synthetic train+val pool  [default: the loader's].")
-@_opt("--val-size", type=int, help="Training images held out for validation  [default: the loader's].")
+@_opt("--val-size", type=int,
+      help="Training images held out for validation, at least 100  [default: 5000 for CIFAR, else max(100, 10%)].")
 @_opt("--method", type=_choice("refill", "rsst"), help="Pruning method (required).")
 @_opt("--target", type=_choice("head", "mlp", "both"), help="Groups to prune: attention heads, MLP neurons or both (required).")
 @_opt("--rate", type=float, help="Fraction of the REMAINING groups removed at each prune (or --final-sparsity).")
@@ -81,7 +83,10 @@ def _opt(*decls: str, help: str, **kw: Any):
 @_opt("--weight-decay", type=float, help="Weight decay (matrices only).")
 @_opt("--label-smoothing", type=float, help="Label smoothing of the cross-entropy loss.")
 @_opt("--momentum", type=float, help="SGD momentum.")
-@_opt("--seed", type=int, help="Seed of the data order, augmentation and new weights.")
+@_opt("--seed", type=int, help="Seed of the data order, augmentation and new weights (recorded in run.json).")
+@_opt("--deterministic/--no-deterministic", default=None,
+      help="GPU runs: deterministic algorithms only and no TF32, so a rerun repeats bit for bit; costs speed "
+           "(fp32 matmuls without TF32, deterministic kernels), not measured here (no GPU).")
 @_opt("--device", type=_choice("auto", "cpu", "cuda"), help="Where to train (auto: CUDA when available).")
 @_opt("--amp/--no-amp", default=None, help="bf16 autocast on CUDA (fp32 master weights).")
 @_opt("--compile", is_flag=True, default=None, help="torch.compile the training model (recompiled each state).")
@@ -148,6 +153,7 @@ def _state_row(s: dict) -> list[str]:
         f"{s['kept_heads']}/{s['total_heads']}",
         f"{s['kept_neurons']}/{s['total_neurons']}",
         f"{s['params']:,}",
+        "-" if s.get("flops") is None else f"{s['flops'] / 1e6:,.2f}",
         f"{100 * s['best_val_acc']:.2f}",
         f"{100 * s['test_acc_at_best_val']:.2f}",
         "-" if s.get("rsst_norm_ratio") is None else f"{s['rsst_norm_ratio']:.3g}",
@@ -160,7 +166,8 @@ def _print_table(console, states: list[dict], title: str) -> None:
     from rich.text import Text
 
     table = Table(title=Text(title))  # a path in the title is shown literally, never as markup
-    for col in ("state", "heads", "neurons", "params", "best val %", "test % @best val", "penalised/kept", "s"):
+    for col in ("state", "heads", "neurons", "params", "MFLOPs/image", "best val %", "test % @best val",
+                "penalised/kept", "s"):
         table.add_column(col, justify="right")
     for s in states:
         table.add_row(*_state_row(s))

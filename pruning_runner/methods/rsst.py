@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pruning_runner.groups import GroupMasks, create_param_masks
+from pruning_runner.groups import GroupMasks, VitLayout, create_param_masks
 from pruning_runner.methods._base import PruneDecision, Scorer, select_structure
 from pruning_runner.schedule import penalty_lambda
 
@@ -51,14 +51,14 @@ class GradientPenalty:
         params: dict[str, torch.Tensor],
         penalized: GroupMasks,
         present: GroupMasks,
-        head_dim: int,
+        layout: VitLayout,
         *,
         reg_max: float,
         schedule: str,
         exponent: float,
         total_steps: int,
     ):
-        self.masks = create_param_masks(params, penalized, present, head_dim, skip_full=False)
+        self.masks = create_param_masks(params, penalized, present, layout, skip_full=False)
         # only tensors that actually carry a penalised group
         self.masks = {k: v for k, v in self.masks.items() if bool(v.any())}
         self.params = params

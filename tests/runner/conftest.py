@@ -5,6 +5,7 @@ seconds, saved with metadata the runner reads (timm_name, img_size, patch_size, 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,21 @@ def subprocess_env() -> dict:
     return env
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
+@contextmanager
+def one_torch_thread():
+    """One torch thread: on a shared 2-core machine more threads only contend (module fixtures too)."""
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

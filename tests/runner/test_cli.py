@@ -30,6 +30,10 @@ def _opts(init, out, **kw):
     (dict(states=0), "--states must be an integer >= 1, got 0"),
     (dict(dataset="cifar10", data="/nonexistent/cifar"), "cifar"),
     (dict(min_heads_per_layer=5, target="head"), "--min-heads-per-layer 5 exceeds the 4 heads per block"),
+    (dict(val_size=0), "--val-size 0 is below the minimum of 100 validation images"),
+    (dict(val_size=99), "--val-size 99 is below the minimum of 100 validation images"),
+    (dict(dataset="synthetic", synthetic_size=100),
+     "the synthetic validation split of 99 is below the minimum of 100 validation images"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_no_run_folder(random_init, tmp_path, capsys, change, message):
     out_dir = tmp_path / "run"
@@ -174,3 +178,47 @@ def test_resume_with_a_damaged_run_json_is_one_error_line(random_init, tmp_path,
     code, _, err = _cli(["run-prune", "--resume", str(run)], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: the records of {run} (run.json, checkpoint.pt) are damaged (KeyError: 'model')")
+
+
+def test_help_says_where_data_is_looked_for_and_what_deterministic_costs(capsys):
+    code, out, _ = _cli(["run-prune", "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0 and "torchvision's data root" not in text
+    assert "Folder holding the CIFAR folder or archive (digits and synthetic need none) [default: ./data]" in text
+    assert "--deterministic" in text and "costs speed" in text and "not measured here (no GPU)" in text
+    assert "at least 100" in text
+
+
+def test_deterministic_switches_off_tf32_and_asks_for_deterministic_kernels():
+    import subprocess
+    import sys
+
+    from conftest import REPO, subprocess_env
+
+    code = ("import torch; from pruning_runner.loop import set_determinism; import os\n"
+            "set_determinism(torch.device('cuda'), True)\n"
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+            " torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,"
+            " os.environ['CUBLAS_WORKSPACE_CONFIG'])\n"
+            "set_determinism(torch.device('cuda'), False)\n"
+            "print(torch.backends.cuda.matmul.allow_tf32)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False", "False", "False", ":4096:8", "True"]
+
+
+def test_a_deterministic_run_records_seed_and_mode(random_init, tmp_path):
+    """In a subprocess: deterministic-only algorithms are process-wide and would outlive an in-process run."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, subprocess_env
+
+    out = tmp_path / "run"
+    args = cli_args(base_options(random_init, out, states=1, epochs=1, seed=7, deterministic=True))
+    done = subprocess.run([sys.executable, "-m", "pruning_runner", *args, "--format", "json"], cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert (run["seed"], run["deterministic"]) == (7, True)

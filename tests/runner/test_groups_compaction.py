@@ -30,7 +30,7 @@ def test_param_masks_zero_exactly_whole_groups():
     layout = VitLayout.from_model(model)
     keep = _masks(layout)
     params = model_params(model)
-    apply_param_masks_(params, create_param_masks(params, keep, GroupMasks.full(layout), layout.head_dim))
+    apply_param_masks_(params, create_param_masks(params, keep, GroupMasks.full(layout), layout))
     d, dim = layout.head_dim, layout.embed_dim
     for b in range(layout.depth):
         qkv = params[f"blocks.{b}.attn.qkv.weight"].view(3, layout.num_heads, d, dim)
@@ -55,7 +55,7 @@ def test_compacted_model_equals_masked_model(seed):
     layout = VitLayout.from_model(model)
     keep = _masks(layout, seed)
     params = model_params(model)
-    apply_param_masks_(params, create_param_masks(params, keep, GroupMasks.full(layout), layout.head_dim))
+    apply_param_masks_(params, create_param_masks(params, keep, GroupMasks.full(layout), layout))
     small = compact_model(model, SPEC, GroupMasks.full(layout), keep).eval()
     assert [blk.attn.num_heads for blk in small.blocks] == keep.heads.sum(1).tolist()
     assert [blk.mlp.fc1.out_features for blk in small.blocks] == keep.neurons.sum(1).tolist()
@@ -74,7 +74,7 @@ def test_compacting_twice_maps_to_original_indices():
         second.heads[b, first.heads[b].nonzero()[-1]] = False
         second.neurons[b, first.neurons[b].nonzero()[-1]] = False
     params = model_params(model)
-    apply_param_masks_(params, create_param_masks(params, second, GroupMasks.full(layout), layout.head_dim))
+    apply_param_masks_(params, create_param_masks(params, second, GroupMasks.full(layout), layout))
     mid = compact_model(model, SPEC, GroupMasks.full(layout), first)
     small = compact_model(mid, SPEC, first, second).eval()
     x = torch.randn(4, 3, 16, 16)
@@ -104,13 +104,14 @@ def test_export_and_load_compact_model(tmp_path):
 ])
 def test_a_vit_with_scale_norm_is_refused_up_front_naming_the_module(kwargs, module):
     from ckpttool.errors import InvalidArgumentError
-    from pruning_runner.compaction import create_compact_vit
+    from pruning_runner.model import create_vit
 
     spec = ModelSpec(arch=SPEC.arch, img_size=16, patch_size=4, num_classes=10,
                      model_kwargs={**SPEC.model_kwargs, **kwargs})
-    full = GroupMasks.full(VitLayout.from_model(create_tiny_vit()))
     with pytest.raises(InvalidArgumentError, match=rf"has {module} \(.*scale-norm.*cannot resize exactly"):
-        create_compact_vit(spec, full)
+        VitLayout.from_model(create_vit(spec), target="both")
+    other = "mlp" if ".attn." in module else "head"  # the other kind alone can still be pruned
+    assert VitLayout.from_model(create_vit(spec), target=other).depth == 2
 
 
 def test_compaction_refuses_gated_attention_naming_the_module():

@@ -59,7 +59,7 @@ def test_taylor_saliency_is_w_times_grad_and_leaves_weights(vit):
     model, layout, params = vit
     before = {k: v.detach().clone() for k, v in params.items()}
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
-    sal = accumulate_taylor_saliency(model, params, [(x, y)], torch.nn.CrossEntropyLoss())
+    sal = accumulate_taylor_saliency(model, params, layout, [(x, y)], torch.nn.CrossEntropyLoss())
     model.zero_grad()
     torch.nn.CrossEntropyLoss()(model.eval()(x), y).backward()
     n = "blocks.0.mlp.fc1.weight"

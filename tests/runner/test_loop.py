@@ -9,7 +9,7 @@ from pruning_runner import loop as loop_mod
 from pruning_runner.checkpoint import load_run_checkpoint, load_tensors
 from pruning_runner.compaction import load_compact_model, select_state_dict
 from pruning_runner.config import resolve_config
-from pruning_runner.groups import GroupMasks, create_param_masks, model_params
+from pruning_runner.groups import GroupMasks, create_param_masks, model_params, plain_vit_layout
 from pruning_runner.loop import _PruningRun, run_pruning
 from pruning_runner.ranking import expected_kept
 from pruning_runner.schedule import rate_for_final_sparsity
@@ -65,8 +65,8 @@ def test_rewind_restores_survivors_bit_for_bit_and_never_changes_the_init(random
         assert torch.equal(run.init_sd[k], v)
     assert len(seen) == 3
     for _, sd, present, alive in seen[1:]:
-        expected = select_state_dict(file_sd, GroupMasks.full(run.layout), present, run.layout.head_dim)
-        masks = create_param_masks(expected, alive, present, run.layout.head_dim)
+        expected = select_state_dict(file_sd, GroupMasks.full(run.layout), present, run.layout)
+        masks = create_param_masks(expected, alive, present, run.layout)
         for k, v in sd.items():
             want = expected[k] * masks[k] if k in masks else expected[k]
             assert torch.equal(v, want), k
@@ -114,7 +114,7 @@ def test_rsst_lambda_spans_the_whole_state_not_each_epoch(random_init):
     model_sd = {"blocks.0.mlp.fc1.weight": torch.ones(4, 2)}
     pen = GroupMasks(torch.zeros(1, 1, dtype=torch.bool), torch.tensor([[True, False, False, False]]))
     gp = GradientPenalty(model_sd, pen, GroupMasks(torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool)),
-                         2, reg_max=1.0, schedule="x", exponent=2.0, total_steps=30)
+                         plain_vit_layout(pen, 2), reg_max=1.0, schedule="x", exponent=2.0, total_steps=30)
     lams = [gp.lam(s) for s in range(30)]
     assert lams[0] == pytest.approx(1 / 30) and all(b > a for a, b in zip(lams, lams[1:], strict=False))
     assert lams[10] == pytest.approx(11 / 30)  # an epoch boundary (10 steps/epoch) does not reset it
@@ -126,7 +126,7 @@ def test_rsst_lambda_reaches_reg_max_exactly_on_the_last_step(schedule):
 
     full = GroupMasks(torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool))
     pen = GroupMasks(torch.zeros(1, 1, dtype=torch.bool), torch.tensor([[True, False, False, False]]))
-    gp = GradientPenalty({"blocks.0.mlp.fc1.weight": torch.ones(4, 2)}, pen, full, 2, reg_max=7.0,
+    gp = GradientPenalty({"blocks.0.mlp.fc1.weight": torch.ones(4, 2)}, pen, full, plain_vit_layout(pen, 2), reg_max=7.0,
                          schedule=schedule, exponent=3.0, total_steps=23)
     assert gp.lam(22) == 7.0
     assert 0.0 < gp.lam(0) < gp.lam(21) < 7.0

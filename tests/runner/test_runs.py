@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import base_options
+from conftest import base_options, one_torch_thread
 
 from ckpttool.cli._root import main
 from pruning_runner.config import resolve_config
@@ -22,9 +22,10 @@ def _cli(args, capsys):
 def two_runs(random_init, tmp_path_factory):
     """A Refill run on digits and an RSST run on synthetic images (2 states, 1 epoch each)."""
     root = tmp_path_factory.mktemp("runs")
-    a = run_pruning(resolve_config(None, base_options(random_init, root / "a", method="refill", rate=0.5)))
-    b = run_pruning(resolve_config(None, base_options(random_init, root / "b", method="rsst", rate=0.5,
-                                                      dataset="synthetic", synthetic_size=512)))
+    with one_torch_thread():  # a module fixture runs before the per-test one-thread fixture
+        a = run_pruning(resolve_config(None, base_options(random_init, root / "a", method="refill", rate=0.5)))
+        b = run_pruning(resolve_config(None, base_options(random_init, root / "b", method="rsst", rate=0.5,
+                                                          dataset="synthetic", synthetic_size=1000)))
     return root, a, b
 
 
@@ -37,6 +38,7 @@ def test_compare_text_has_one_table_per_state_with_every_run(two_runs, capsys):
     s1 = a.states[1]
     assert f"{s1['kept_heads']}/{s1['total_heads']}" in out and f"{s1['params']:,}" in out
     assert f"{100 * s1['test_acc_at_best_val']:.2f}" in out and f"{100 * (1 - s1['params'] / a.states[0]['params']):.2f}" in out
+    assert "MFLOPs/image" in " ".join(out.split()) and f"{s1['flops'] / 1e6:,.2f}" in out
 
 
 def test_compare_json_and_plot_with_a_panel_per_dataset(two_runs, tmp_path, capsys):
@@ -56,6 +58,9 @@ def test_compare_json_and_plot_with_a_panel_per_dataset(two_runs, tmp_path, caps
                 s["state"], s["kept_heads"], s["kept_neurons"], s["params"])
             assert row["best_val_acc"] == s["best_val_acc"] and row["test_acc_at_best_val"] == s["test_acc_at_best_val"]
             assert row["params_removed"] == pytest.approx(1 - s["params"] / result.states[0]["params"])
+            assert row["flops"] == s["flops"] and row["kept_heads_per_block"] == s["kept_heads_per_block"]
+            assert row["flops_removed"] == pytest.approx(1 - s["flops"] / result.states[0]["flops"])
+            assert row["mask"] == s["mask"]
     assert runs[0]["states"][0]["params_removed"] == 0.0 and runs[0]["states"][1]["params_removed"] > 0.3
 
 
@@ -101,3 +106,12 @@ def test_hostile_run_records_are_one_warning_each_and_hide_no_healthy_run(two_ru
         else:
             assert "healthy" in out and a.init["sha256"][:12] in out and "\x1b" not in out
             assert "[bold]re\\x1b[2Jfill" in " ".join(out.split())
+
+
+def test_compare_plots_against_flops_removed(two_runs, tmp_path, capsys):
+    root, _, _ = two_runs
+    png = tmp_path / "flops.png"
+    code, out, err = _cli(["runs", "compare", str(root / "a"), "--plot", str(png), "--x-axis", "flops",
+                           "--format", "json"], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:4] == b"\x89PNG" and json.loads(out)["runs"][0]["states"][1]["flops_removed"] > 0.2
