@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from _attacks import legacy_parts
 from _parity import ours, tensor_entry, theirs
 
 from ckpttool.errors import CkptError
@@ -243,7 +244,7 @@ class StructureFuzzer:
 
     def _legacy(self) -> tuple[list[str], bytes]:
         r = self.rng
-        parts = _legacy_parts(r.choice(self.legacy))
+        parts = legacy_parts(r.choice(self.legacy))
         done = []
         for _ in range(r.choice([1, 1, 2])):
             op = r.choice(["sys_info", "object", "object", "keys", "count", "trailing", "truncate", "version"])
@@ -315,7 +316,7 @@ def _fixed_keys(data: bytes) -> bytes:
     """A legacy file made independent of the process that saved it: torch names each storage by the
     ``id()`` of the storage and stores them in that order; here they are renamed 0, 1, ... in order of
     first use, and stored in that order."""
-    parts = _legacy_parts(data)
+    parts = legacy_parts(data)
     keys = pickletools_strings(parts[4])
     kind, memo, itemsize, order = "", {}, {}, []
     for op, arg, _ in pickletools.genops(parts[3]):  # the storage class named before each key
@@ -346,17 +347,6 @@ def pickletools_strings(data: bytes) -> list[bytes]:
     except ValueError:
         return []
 
-
-def _legacy_parts(data: bytes) -> list[bytes]:
-    f = io.BytesIO(data)
-    parts = []
-    for _ in range(5):
-        start = f.tell()
-        for _op in pickletools.genops(f):
-            pass
-        parts.append(data[start : f.tell()])
-    parts.append(data[f.tell() :])
-    return parts
 
 
 def _ops(data: bytes) -> list[tuple[str, object, bytes]]:
