@@ -224,5 +224,18 @@ def test_in_a_flat_export_the_last_layer_is_the_head_even_beside_a_layer_of_its_
     no stack of blocks, so the output layer is still the head by position."""
     arrays = {f"conv2d_{i}.weight": _trained((D, D, 1, 1)) for i in range(6)}
     arrays["conv2d_6.weight"] = _normal((D, D, 1, 1), std=0.05)
-    v = judge(_stats(arrays))
+    v = judge(_stats(arrays), ordered=True)  # (these names happen to sort in module order)
     assert [s.name for s in v.head] == ["conv2d_6.weight"] and v.verdict == "pretrained", v.reason
+
+
+def test_without_names_or_order_the_one_output_nothing_consumes_is_the_head():
+    """A Keras export saved as safetensors (names sorted): ``dense_9``'s 10 outputs feed no layer,
+    every other layer's outputs feed one; a fresh head there is left out, not named untouched."""
+    widths = [(32, 3), (64, 32), (64, 64), (64, 64), (64, 64)]
+    arrays = {f"conv2d_{i}.weight": _trained((o, c, 3, 3)) for i, (o, c) in enumerate(widths)}
+    arrays["dense_9.weight"] = _uniform((10, 64))
+    v = judge(_stats(arrays), ordered=False)
+    assert [s.name for s in v.head] == ["dense_9.weight"] and v.verdict == "pretrained", v.reason
+    # a second dangling output (two heads, or a branch) says nothing: no head is taken
+    arrays["aux_7.weight"] = _uniform((5, 64))
+    assert judge(_stats(arrays), ordered=False).head == ()

@@ -214,7 +214,7 @@ def _layout(stats: Sequence[TensorStats], ordered: bool | None) -> _Layout:
     if (not head and ordered and layers and set(matrices) - {layers[-1]}
             and _looks_like_a_head(layers[-1], stats, group)):  # the output layer by position
         head = {n for n in names if group[n] == layers[-1]}
-    if not head and len(set(matrices)) > 2:  # no name, no usable order: the one output nothing consumes
+    if not head and not ordered and len(set(matrices)) > 2:  # no name, no order: the one output nothing consumes
         found = _dangling_output(stats, group)
         head = {n for n in names if group[n] == found} if found else set()
     head_groups = {group[n] for n in head}
@@ -269,11 +269,12 @@ def _dangling_output(stats: Sequence[TensorStats], group: dict[str, str]) -> str
     repeated blocks are never it; two or more such layers (attention's fused qkv, concatenations)
     say nothing."""
     layers = [s for s in stats if len(s.shape) >= 2 and s.numel >= 2 and _is_weight(s.name)
-              and not is_embedding_table(s.name) and "_hh" not in s.name and "_ih" not in s.name]
-    inputs_of: dict[int, set[str]] = {}
+              and not is_embedding_table(s.name) and "_hh" not in s.name]
+    inputs_of: dict[int, set[str]] = {}  # input width -> the layers taking it (an RNN's input-hidden too)
     for s in layers:
         inputs_of.setdefault(s.shape[1], set()).add(s.name)
-    dangling = {group[s.name] for s in layers if not inputs_of.get(s.shape[0], set()) - {s.name}}
+    dangling = {group[s.name] for s in layers
+                if "_ih" not in s.name and not inputs_of.get(s.shape[0], set()) - {s.name}}
     if len(dangling) != 1:
         return None
     (found,) = dangling
