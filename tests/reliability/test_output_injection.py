@@ -42,7 +42,8 @@ def _weights(seed: int):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    return {"fc.weight": torch.randn(32, 32, generator=gen) * 0.02, "fc.bias": torch.zeros(32)}
+    # one body layer large enough to say "random" (a lone head, or fewer entries, is "inconclusive")
+    return {"blocks.0.fc.weight": torch.randn(64, 64, generator=gen) * 0.02, "blocks.0.fc.bias": torch.zeros(64)}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def hostile(tmp_path_factory) -> Path:
     (folder / "sub[").mkdir()
     save_file(_weights(0), str(folder / EVIL_NAME))  # random weights under a 'pretrained' name: FAIL
     torch.save({"state_dict": _weights(1), FAKE_PASS: 1}, folder / "fake_pass.pth")
-    save_file({EVIL_TENSOR: _weights(2)["fc.weight"]}, str(folder / "tensor_names.safetensors"))
+    save_file({EVIL_TENSOR: _weights(2)["blocks.0.fc.weight"]}, str(folder / "tensor_names.safetensors"))
     A.torch_zip_with_data_pkl(folder / "global.pth", A.global_call_pickle(EVIL_MODULE, "system", ("true",), 4),
                               folder)
     return folder
