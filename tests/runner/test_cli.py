@@ -92,11 +92,14 @@ def test_gate_decisions():
     from pruning_runner.gate import decide_gate
 
     table = {(v, r, p): decide_gate(v, allow_random=r, allow_partial=p) is None
-             for v in ("pretrained", "random", "partial", "corrupt") for r in (False, True) for p in (False, True)}
+             for v in ("pretrained", "random", "partial", "inconclusive", "corrupt")
+             for r in (False, True) for p in (False, True)}
     assert [k for k, ok in table.items() if ok] == [
         ("pretrained", False, False), ("pretrained", False, True), ("pretrained", True, False),
         ("pretrained", True, True), ("random", True, False), ("random", True, True),
-        ("partial", False, True), ("partial", True, True)]
+        ("partial", False, True), ("partial", True, True),
+        ("inconclusive", True, False), ("inconclusive", True, True)]  # cannot tell: no better than random
+    assert "cannot tell" in decide_gate("inconclusive", allow_random=False, allow_partial=True)
 
 
 def test_toml_config_with_flag_override_and_runs_listing(trained_init, tmp_path, capsys):
