@@ -38,7 +38,8 @@ def test_anything_else_is_not_a_pointer(bad):
 
 
 def test_every_reader_names_a_pointer(tmp_path):
-    from ckpttool.loading import check_torch_file, load_checkpoint
+    from ckpttool.formats.dispatch import check_torch_file
+    from ckpttool.loading import load_checkpoint
     from ckpttool.torch_state import load_state_dict
 
     path = tmp_path / "vit_small_cifar10_pretrained_init.pth.tar"
