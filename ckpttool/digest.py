@@ -48,17 +48,41 @@ _MAGIC = b"ckpttool-weights/1\n"
 _U64 = struct.Struct("<Q")
 
 
-def _digest(entries: Iterable[tuple[str, str, tuple[int, ...], Any]], read) -> str:
-    """sha256 of ``(name, dtype, shape, source)`` entries in name order; ``read(source)`` gives the bytes."""
-    h = hashlib.sha256(_MAGIC)
-    for name, dtype, shape, source in sorted(entries, key=lambda e: e[0]):
+class WeightsHasher:
+    """The weights digest built one tensor at a time, in name order, each tensor's values in chunks
+    (what ``ckpttool.sweep`` feeds it while it reads every tensor once for the statistics too)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256(_MAGIC)
+        self._last: str | None = None
+
+    def tensor(self, name: str, dtype: str, shape: tuple[int, ...], nbytes: int) -> None:
+        """Start a tensor: its header; its ``nbytes`` of values follow through ``values``."""
+        if self._last is not None and name <= self._last:
+            raise ValueError(f"tensors must come in name order ({name!r} after {self._last!r})")
+        self._last = name
+        h = self._h
         for text in (name.encode("utf-8", "surrogatepass"), dtype.encode("ascii")):
             h.update(_U64.pack(len(text)) + text)
         h.update(_U64.pack(len(shape)) + b"".join(_U64.pack(d) for d in shape))
-        values = memoryview(read(source)).cast("B")
-        h.update(_U64.pack(values.nbytes))
-        h.update(values)
-    return h.hexdigest()
+        h.update(_U64.pack(nbytes))
+
+    def values(self, chunk: np.ndarray) -> None:
+        """The next bytes of the current tensor's values (C order, little-endian)."""
+        self._h.update(memoryview(_little_endian(chunk)).cast("B"))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _digest(entries: Iterable[tuple[str, str, tuple[int, ...], Any]], read) -> str:
+    """sha256 of ``(name, dtype, shape, source)`` entries in name order; ``read(source)`` gives the bytes."""
+    hasher = WeightsHasher()
+    for name, dtype, shape, source in sorted(entries, key=lambda e: e[0]):
+        values = read(source)
+        hasher.tensor(name, dtype, shape, values.nbytes)
+        hasher.values(values)
+    return hasher.hexdigest()
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:
@@ -77,8 +101,12 @@ def checkpoint_weights_digest(ckpt: Checkpoint) -> str:
         ...     checkpoint_weights_digest(ckpt)
         '9f2c...'
     """
-    entries = ((t.name, t.dtype, t.shape, t.name) for t in ckpt.tensors)
-    return _digest(entries, lambda name: _little_endian(ckpt.raw(name)))
+    hasher = WeightsHasher()
+    for t in sorted(ckpt.tensors, key=lambda t: t.name):
+        hasher.tensor(t.name, t.dtype, t.shape, ckpt.nbytes(t.name))
+        for chunk in ckpt.raw_chunks(t.name):  # bounded memory, whatever the tensor's size
+            hasher.values(chunk)
+    return hasher.hexdigest()
 
 
 def file_weights_digests(path: str | Path) -> dict[str | None, str]:

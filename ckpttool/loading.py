@@ -25,14 +25,19 @@ from typing import Any
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError, InvalidArgumentError
-from ckpttool.formats import SAFETENSORS, detect_format
+from ckpttool.formats import SAFETENSORS, detect_format, release_pages, release_view
 from ckpttool.formats.dispatch import check_materialised, open_pickled
+from ckpttool.formats.dtypes import TORCH_DTYPES
 from ckpttool.formats.safetensors import SafetensorsFile
+from ckpttool.formats.stored import StoredValues
 from ckpttool.formats.torch_tensors import TensorRef
 from ckpttool.verdict.optimizer_state import params_without_optimizer_state
 from ckpttool.weight_sets import METADATA_KEY, WeightSet, no_tensors, strip_prefixes, unwrap
 
 logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 4 << 20
+"""Largest piece of a tensor ``Checkpoint.raw_chunks`` hands out (fits in cache-sized work)."""
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin", ".ckpt")
 
@@ -83,6 +88,7 @@ class Checkpoint:
         params_without_optimizer_state: tuple[str, ...] | None = None,
         select: Callable[[str | None], Checkpoint] | None = None,
         raw: Callable[[Any], np.ndarray] | None = None,
+        view: Callable[[Any], tuple[np.ndarray, np.ndarray | None]] | None = None,
     ):
         self.path = path
         self.format = format
@@ -97,6 +103,7 @@ class Checkpoint:
         self._sources = sources  # our name -> what the reader needs (stored name or TensorRef)
         self._read: Callable[[Any], np.ndarray] | None = read
         self._raw = raw
+        self._view = view  # source -> (stored values as a view of the mapped file, that mapping)
         self._close = close
         self._select = select
 
@@ -118,6 +125,68 @@ class Checkpoint:
             InvalidArgumentError: no tensor has that name.
         """
         return self._reader(self._raw)(self._source(name))
+
+    def nbytes(self, name: str) -> int:
+        """Bytes of one tensor's stored values (what ``raw`` returns)."""
+        self._source(name)  # the clear error for an unknown name
+        info = self._infos[name]
+        return info.numel * np.dtype(TORCH_DTYPES[info.dtype].raw).itemsize
+
+    def raw_chunks(self, name: str, max_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+        """One tensor's stored values (as ``raw``) in C order, as consecutive 1-D chunks of at most
+        ``max_bytes`` (native byte order), so that a tensor of any size is read in bounded memory:
+        each chunk's mapped pages are released when the next is asked for. A chunk is valid until
+        then (copy it to keep it).
+
+        Raises:
+            InvalidArgumentError: no tensor has that name.
+        """
+        source = self._source(name)
+        if self._view is None:  # a reader without a mapping: one piece
+            yield self.raw(name).reshape(-1)
+            return
+        view, base = self._reader(self._view)(source)
+        native = view.dtype.newbyteorder("=")
+        if view.size == 0:
+            return
+        step = max(1, max_bytes // view.dtype.itemsize)
+        if view.flags.c_contiguous and view.dtype == native:
+            flat = view.reshape(-1)
+            for i in range(0, flat.size, step):
+                chunk = flat[i : i + step]
+                yield chunk
+                release_view(base, chunk)
+            return
+        # strided or big-endian (legacy files): C-ordered native copies, a block of leading rows at a time
+        rows = view.reshape(view.shape[0], -1) if view.ndim > 1 else view.reshape(-1, 1)
+        per = max(1, step // max(1, rows.shape[1]))
+        for i in range(0, rows.shape[0], per):
+            yield np.array(rows[i : i + per], dtype=native, order="C").reshape(-1)
+        self._release_all(view, base)
+
+    def values(self, name: str) -> StoredValues:
+        """One tensor's values, widened only where indexed (``ckpttool.formats.stored``): what the
+        statistics of a large tensor sample from. Its pages stay mapped until ``release(name)``."""
+        source = self._source(name)
+        if self._view is None:
+            return StoredValues(self.raw(name), TORCH_DTYPES[self._infos[name].dtype])
+        view, _ = self._reader(self._view)(source)
+        return StoredValues(view, TORCH_DTYPES[self._infos[name].dtype])
+
+    def release(self, name: str) -> None:
+        """Drop the mapped pages of one tensor (after sampling it through ``values``)."""
+        if self._view is not None and self._read is not None:
+            view, base = self._view(self._source(name))
+            self._release_all(view, base)
+
+    @staticmethod
+    def _release_all(view: np.ndarray, base: np.ndarray | None) -> None:
+        if base is None or view.size == 0:
+            return
+        # the bytes between the view's first and last element (strides >= 0: the readers refuse others)
+        first = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        span = sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True)) + view.itemsize
+        release_pages(base, max(0, first), min(base.nbytes, first + span))
 
     def _reader(self, read: Callable[[Any], np.ndarray] | None) -> Callable[[Any], np.ndarray]:
         if self._read is None or read is None:
@@ -216,6 +285,7 @@ def _open_safetensors(path: Path) -> Checkpoint:
         sources=dict(zip(renamed, names, strict=True)),
         read=st.read,
         raw=st.copy,
+        view=st.view,
         close=st.close,
     )
 
@@ -254,6 +324,7 @@ def _open_torch(path: Path, fmt: str) -> Checkpoint:
             sources=tensors,
             read=pickled.read,
             raw=pickled.raw,
+            view=pickled.view,
             close=close if owner else (lambda: None),
             weight_sets=tuple(ws.wrapper for ws in unwrapped.sets),
             params_without_optimizer_state=optimizer,

@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ckpttool.digest import weight_set_digests
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import Checkpoint, load_checkpoint
+from ckpttool.sweep import sweep_checkpoint
 from ckpttool.verdict import Verdict, judge
 from ckpttool.verdict.rules import Rule, RuleResult, evaluate_rule, parse_rule
-from ckpttool.verdict.stats import TensorStats, compute_checkpoint_stats
+from ckpttool.verdict.stats import TensorStats
 
 EXPECTATIONS = ("pretrained", "random", "any", "auto")
 
@@ -70,7 +70,7 @@ class FileReport:
             "verdict": v.verdict,
             "expected": self.expected,
             "passed": self.passed,
-            "sha256": self.sha256,
+            "sha256": self.sha256 or None,
             "tensors_total": v.tensors_total,
             "tensors_trained": v.tensors_trained,
             "tensors_init_like": v.tensors_init_like,
@@ -135,9 +135,17 @@ def judge_checkpoint(ckpt: Checkpoint, *, include_head: bool = False,
     """``(stats, verdict)`` of one open weight set, with what the file says beyond its tensors'
     values: whether its names are in module order (safetensors sorts them) and which parameters its
     optimizer state shows never received a gradient."""
-    stats = tuple(compute_checkpoint_stats(ckpt))
-    return stats, judge(stats, include_head=include_head, count_stem=count_stem,
-                        ordered=ckpt.format != "safetensors", untrained=ckpt.params_without_optimizer_state)
+    stats, verdict, _ = _judge_sweep(ckpt, digest=False, include_head=include_head, count_stem=count_stem)
+    return stats, verdict
+
+
+def _judge_sweep(ckpt: Checkpoint, *, digest: bool, include_head: bool,
+                 count_stem: bool) -> tuple[tuple[TensorStats, ...], Verdict, str | None]:
+    """``judge_checkpoint`` and, with ``digest``, the weights digest, from one read of each tensor."""
+    swept = sweep_checkpoint(ckpt, digest=digest)
+    verdict = judge(swept.stats, include_head=include_head, count_stem=count_stem,
+                    ordered=ckpt.format != "safetensors", untrained=ckpt.params_without_optimizer_state)
+    return swept.stats, verdict, swept.weights_digest
 
 
 def verify_file(
@@ -147,8 +155,13 @@ def verify_file(
     rules: Sequence[str | Rule] = (),
     include_head: bool = False,
     count_stem: bool = False,
+    hashes: bool = True,
 ) -> FileReport:
     """Load ``path`` safely, judge it, and check it against ``expect`` and ``rules``.
+
+    Every tensor is read once (``ckpttool.sweep``) for its statistics and the weights digest; the
+    file's sha256 is computed on a second core meanwhile. ``hashes=False`` skips both hashes (a
+    quick screen: ``sha256`` is then ``""`` and ``weights_digests`` empty); the checks are the same.
 
     Example:
         >>> report = verify_file("init_model/vit_small_cifar10_pretrained_init.pth.tar")  # doctest: +SKIP
@@ -159,21 +172,23 @@ def verify_file(
     parsed = [r if isinstance(r, Rule) else parse_rule(r) for r in rules]
     expected = resolve_expected(path, expect)
     with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
-        # hashing releases the GIL: it runs on the second core while the statistics run here
-        digest = pool.submit(file_sha256, path)
-        weights = pool.submit(weight_set_digests, ckpt)
-        stats, verdict = judge_checkpoint(ckpt, include_head=include_head, count_stem=count_stem)
+        # hashing releases the GIL: the file's sha256 runs on the second core while this one sweeps
+        sha = pool.submit(file_sha256, path) if hashes else None
+        stats, verdict, digest = _judge_sweep(ckpt, digest=hashes, include_head=include_head, count_stem=count_stem)
+        digests = [digest] if digest else []
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
         others = []
         for wrapper in ckpt.weight_sets[1:]:
             with ckpt.select(wrapper) as other:
-                others.append((str(wrapper), judge_checkpoint(other, include_head=include_head, count_stem=count_stem)[1]))
-        sha = digest.result()
+                _, other_verdict, other_digest = _judge_sweep(other, digest=hashes, include_head=include_head,
+                                                              count_stem=count_stem)
+                others.append((str(wrapper), other_verdict))
+                digests += [other_digest] if other_digest else []
         return FileReport(
-            weights_digests=tuple(weights.result().values()),
+            weights_digests=tuple(digests),
             path=path,
             format=ckpt.format,
-            sha256=sha,
+            sha256=sha.result() if sha is not None else "",
             verdict=verdict,
             expected=expected,
             passed=verdict_meets(verdict.verdict, expected)
@@ -234,6 +249,7 @@ def verify_paths(
     rules: Sequence[str] = (),
     include_head: bool = False,
     count_stem: bool = False,
+    hashes: bool = True,
 ) -> VerifyRun:
     """Verify every checkpoint under ``paths`` (files or folders). Unreadable files are collected, not raised.
 
@@ -253,7 +269,7 @@ def verify_paths(
     for f in files:
         try:
             reports.append(verify_file(f, expect=expect, rules=parsed, include_head=include_head,
-                                       count_stem=count_stem))
+                                       count_stem=count_stem, hashes=hashes))
         except CkptError as e:
             errors.append(FileError(f, str(e), type(e).__name__))
     return VerifyRun(tuple(reports), tuple(errors))

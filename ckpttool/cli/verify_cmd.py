@@ -31,12 +31,15 @@ from ckpttool.verify import verify_paths
 @click.option("--lfs-oids", is_flag=True,
               help="With --manifest: check a listed file that is a Git LFS pointer by its oid and size, "
                    "without the content (its verdict is not checked).")
+@click.option("--no-hashes", is_flag=True,
+              help="Skip the file's sha256 and the weights digest (reported as null): the same checks, "
+                   "for screening many or large files quickly. Not with --manifest.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="text, json, junit (JUnit XML), github (workflow annotations) or sarif (SARIF 2.1.0).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="For one checkpoint: write a PNG of its groups coloured by the verdict (needs the torch extra).")
 def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include_head: bool, count_stem: bool,
-            manifest: str | None, lfs_oids: bool, fmt: str, plot_path: str | None) -> None:
+            manifest: str | None, lfs_oids: bool, no_hashes: bool, fmt: str, plot_path: str | None) -> None:
     """Verdict pretrained / random / partial / corrupt for each checkpoint under PATHS.
 
     A PATH may be a hub file, hf://ORG/REPO[@REVISION]/FILE: it is downloaded into the Hugging Face
@@ -49,6 +52,8 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
         raise InvalidArgumentError("give at least one PATH or --manifest FILE (see 'ckpttool verify --help')")
     if manifest and paths and fmt != "text":
         raise InvalidArgumentError(f"--format {fmt} prints one document: run --manifest and PATHS in separate calls")
+    if no_hashes and manifest:
+        raise InvalidArgumentError("--manifest checks files by their sha256; drop --no-hashes")
     if lfs_oids and not manifest:
         raise InvalidArgumentError("--lfs-oids checks pointers against a manifest; add --manifest FILE")
     if plot_path and not paths:
@@ -60,7 +65,8 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
         paths, hub = _fetch_hub_paths(paths)
         if plot_path:
             _check_one_file(paths)
-        run = verify_paths(paths, expect=expect, rules=rules, include_head=include_head, count_stem=count_stem)
+        run = verify_paths(paths, expect=expect, rules=rules, include_head=include_head, count_stem=count_stem,
+                           hashes=not no_hashes)
         for e in run.errors:
             fail_line(e.error)
         out = _with_hub_sources(get_renderer(fmt)(run), fmt, hub)

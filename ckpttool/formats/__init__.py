@@ -54,6 +54,16 @@ def release_pages(mapped: np.memmap | None, start: int, end: int) -> None:
         mm.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
+def release_view(base: np.ndarray | None, view: np.ndarray) -> None:
+    """``release_pages`` for the bytes that ``view``, a contiguous view into the memory map ``base``,
+    spans (located by address: chunk views keep no offset of their own)."""
+    if base is None or view.nbytes == 0:
+        return
+    start = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    if 0 <= start and start + view.nbytes <= base.nbytes:
+        release_pages(base, start, start + view.nbytes)
+
+
 def open_regular(path: Path):
     """Open ``path`` for reading, refusing anything but a regular file (a FIFO would block forever).
 

@@ -64,6 +64,11 @@ class SafetensorsFile:
         flat = np.asarray(self._mmap[t.start : t.end]).view(t.dtype.raw)
         return flat.reshape(t.shape)
 
+    def view(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(raw(name), the file's mapping)``: what ``Checkpoint.raw_chunks`` reads piece by piece,
+        releasing each piece's pages through the mapping."""
+        return self.raw(name), self._mmap
+
     def copy(self, name: str) -> np.ndarray:
         """A fresh copy of ``name``'s stored values (its own dtype, native byte order); its pages released."""
         t = self._by_name[name]

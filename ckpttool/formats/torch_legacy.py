@@ -156,4 +156,4 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
     def release(ref: StorageRef) -> None:
         release_pages(mapped, offsets[ref.key], offsets[ref.key] + ref.nbytes)
 
-    return PickledFile(obj, "<", buffer, f.close, release)
+    return PickledFile(obj, "<", buffer, f.close, release, base=mapped)

@@ -152,8 +152,9 @@ class PickledFile:
         byteorder: ``"<"`` or ``">"`` (how the storages were written).
     """
 
-    def __init__(self, obj: object, byteorder: str, buffer, close, release=None):
+    def __init__(self, obj: object, byteorder: str, buffer, close, release=None, base=None):
         self.obj = obj
+        self._base = base  # the file's memory map, through which pages of a view are released
         self.byteorder = byteorder
         self._buffer = buffer
         self._close = close
@@ -173,6 +174,10 @@ class PickledFile:
         if self._release is not None:
             self._release(ref.storage)
         return array
+
+    def view(self, ref: TensorRef) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(stored values as a view of the mapped file (possibly strided or big-endian), the map)``."""
+        return ref.raw(self._buffer(ref.storage), self.byteorder), self._base
 
     def close(self) -> None:
         self._close()

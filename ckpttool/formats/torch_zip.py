@@ -126,7 +126,7 @@ def _open(path: Path, f: io.BufferedReader) -> PickledFile:
         zf.close()
         f.close()
 
-    return PickledFile(obj, byteorder, buffer, close, release)
+    return PickledFile(obj, byteorder, buffer, close, release, base=mapped if size else None)
 
 
 class _Archive:

@@ -27,7 +27,7 @@ def render_junit(run: VerifyRun) -> str:
             node = ET.SubElement(case, "failure", message=_x(f.failure_reason or "failed"), type=_x(f.verdict.verdict))
             node.text = _x(f.verdict.reason)
         ET.SubElement(case, "system-out").text = _x(
-            f"verdict={f.verdict.verdict} expected={f.expected} sha256={f.sha256}"
+            f"verdict={f.verdict.verdict} expected={f.expected} sha256={f.sha256 or 'not-hashed'}"
         )
     for e in run.errors:
         case = ET.SubElement(suite, "testcase", classname="ckpttool.verify", name=_x(e.path))

@@ -90,7 +90,7 @@ def _file_result(f: FileReport) -> dict:
     properties = {
         "verdict": v.verdict,
         "expected": f.expected,
-        "sha256": f.sha256,
+        "sha256": f.sha256 or None,
         "untouchedGroups": [escape_text(g) for g in v.untouched_groups],
     }
     return _result("corrupt" if corrupt else "verdict-mismatch", f.path, message, properties)

@@ -53,7 +53,7 @@ def _render_file(con, f: FileReport) -> None:
 
     line(f"{v.tensors_trained} trained, {v.tensors_init_like} init-like, "
          f"{v.tensors_init_constant} init-constant of {v.tensors_total} tensors"
-         f"{'' if v.head_included else ' (head excluded)'}; sha256 {f.sha256[:16]}…")
+         f"{'' if v.head_included else ' (head excluded)'}; " + (f"sha256 {f.sha256[:16]}…" if f.sha256 else "not hashed"))
     line(v.reason)
     if v.untouched_groups:
         line(f"untouched: {', '.join(v.untouched_groups)}")

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ckpttool.formats.stored import StoredValues
 from ckpttool.verdict._init_fit import standard_init_fit
 from ckpttool.verdict._init_shape import (
     COMBINED_Z,
@@ -53,6 +54,7 @@ from ckpttool.verdict._init_shape import (
 )
 from ckpttool.verdict._spectral import sample_matrix, spectral_ratio
 from ckpttool.verdict.context import apply_checkpoint_context
+from ckpttool.verdict.raw_scan import ScanResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from ckpttool.loading import Checkpoint, TensorInfo
@@ -180,6 +182,9 @@ class TensorStats:
     trimmed_kurtosis: float | None = None  # matrices only; excess kurtosis without extreme outliers (0: Gaussian)
     evidence_z: float | None = None  # matrices only; root sum of squares of the departures from iid (~2 for iid)
     init_fit: str | None = None  # init-like matrices only: the standard init they sit on exactly
+    # Above SAMPLED_ABOVE entries: mean, std and kurtosis come from a fixed sample of this many
+    # entries (min, max, zero fraction and NaN/Inf count stay exact); None: every moment is exact.
+    sampled: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists, None stays None -> null)."""
@@ -197,6 +202,12 @@ class _Moments:
     max: float
     kurtosis: float | None
     zeros: int
+    sampled: int | None = None  # mean, std and kurtosis come from a fixed sample of this many entries
+
+    @property
+    def mean_count(self) -> int:
+        """How many entries the mean's precision reflects (the sample's, when sampled)."""
+        return self.sampled or self.count
 
 
 def _moments(flat: np.ndarray) -> _Moments | None:
@@ -260,12 +271,19 @@ def as_matrix(array: np.ndarray) -> np.ndarray | None:
     return array.reshape(out, fan_in)
 
 
-def _few_distinct(flat: np.ndarray) -> bool:
+def _few_distinct(flat: np.ndarray | StoredValues) -> bool:
     """True when the tensor holds at most a handful of distinct values (piecewise-constant init)."""
     step = max(1, flat.size // _UNIQUE_PROBE)
-    if np.unique(flat[::step]).size > _FEW_VALUES:
+    if np.unique(np.asarray(flat[::step])).size > _FEW_VALUES:
         return False
-    return np.unique(flat).size <= _FEW_VALUES
+    if isinstance(flat, np.ndarray):
+        return np.unique(flat).size <= _FEW_VALUES
+    seen = np.empty(0, dtype=np.float32)
+    for block in flat.rows(_CHUNK):  # a large tensor, a block at a time
+        seen = np.unique(np.concatenate([seen, np.unique(block)]))
+        if seen.size > _FEW_VALUES:
+            return False
+    return True
 
 
 def _equal_norm_pattern(mat: np.ndarray) -> str | None:
@@ -277,19 +295,27 @@ def _equal_norm_pattern(mat: np.ndarray) -> str | None:
     equal norm, and their norms spread less than iid entries' do, which would read as training. A
     probe of 8 whole lines first keeps the cost at 16 lines for every other matrix."""
     for m in (mat, mat.T):
-        probe = m[:: max(1, m.shape[0] // _PROBE_LINES)][:_PROBE_LINES]
+        probe = np.asarray(m[:: max(1, m.shape[0] // _PROBE_LINES)][:_PROBE_LINES])
         if not _equal_norms(np.einsum("ij,ij->i", probe, probe, dtype=np.float64)):
             continue
-        sq = np.einsum("ij,ij->i", m, m, dtype=np.float64)
+        sq = _squared_line_norms(m)
         if not _equal_norms(sq):
             continue
-        lines = m[sq > 1e-12]
-        if lines.shape[0] <= lines.shape[1]:  # orthogonal lines, at any gain
-            some = lines[:: max(1, lines.shape[0] // _GRAM_LINES)][:_GRAM_LINES].astype(np.float64)
+        lines = np.flatnonzero(sq > 1e-12)
+        if lines.size <= m.shape[1]:  # orthogonal lines, at any gain
+            some = np.asarray(m[lines[:: max(1, lines.size // _GRAM_LINES)][:_GRAM_LINES]], dtype=np.float64)
             if float(np.max(np.abs(some @ some.T / float(sq.max()) - np.eye(some.shape[0])))) <= 1e-3:
                 return "orthogonal matrix"
         return "sin/cos table"
     return None
+
+
+def _squared_line_norms(m: np.ndarray | StoredValues) -> np.ndarray:
+    """Squared norm of every row of ``m`` in float64 (a large tensor's, a block of rows at a time)."""
+    if isinstance(m, np.ndarray):
+        return np.einsum("ij,ij->i", m, m, dtype=np.float64)
+    step = max(1, _CHUNK // max(1, m.shape[1]))
+    return np.concatenate([np.einsum("ij,ij->i", b, b, dtype=np.float64) for b in m.rows(step)])
 
 
 _PROBE_LINES = 8
@@ -326,10 +352,10 @@ def _is_fourier_basis(array: np.ndarray) -> bool:
     if taps < _FOURIER_MIN_TAPS:
         return False
     rows = array.reshape(-1, taps)
-    if rows.shape[0] < MIN_MATRIX_SIDE or not _tones(rows[:_FOURIER_PROBE].astype(np.float64)):
+    if rows.shape[0] < MIN_MATRIX_SIDE or not _tones(np.asarray(rows[:_FOURIER_PROBE], dtype=np.float64)):
         return False
     stride = max(1, rows.shape[0] // _FOURIER_MAX_ROWS)
-    return _tones(rows[::stride].astype(np.float64))
+    return _tones(np.asarray(rows[::stride], dtype=np.float64))
 
 
 DEAD_LINE = 1e-4
@@ -355,7 +381,7 @@ def _without_dead_lines(sample: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _vector_status(m: _Moments) -> tuple[str, str]:
-    n = m.count
+    n = m.mean_count
     if n < MIN_VECTOR or m.std == 0.0:
         return "too-small", "short vector"
     z = abs(m.mean) / (m.std / math.sqrt(n))
@@ -366,13 +392,23 @@ def _vector_status(m: _Moments) -> tuple[str, str]:
     return "too-small", "random-looking vector"
 
 
-def _is_monotone(flat: np.ndarray) -> bool:
-    d = np.diff(flat)
-    return bool(np.all(d >= 0) or np.all(d <= 0))
+def _is_monotone(flat: np.ndarray | StoredValues) -> bool:
+    if isinstance(flat, np.ndarray):
+        d = np.diff(flat)
+        return bool(np.all(d >= 0) or np.all(d <= 0))
+    up = down = True
+    last = None
+    for block in flat.rows(_CHUNK):  # a large vector, a block at a time, each joined to the last
+        d = np.diff(block if last is None else np.concatenate([last, block]))
+        up, down = up and bool(np.all(d >= 0)), down and bool(np.all(d <= 0))
+        if not (up or down):
+            return False
+        last = block[-1:]
+    return True
 
 
 def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
-    """Statistics and status of one tensor.
+    """Statistics and status of one tensor, every moment exact.
 
     Args:
         info: the tensor's name, shape, dtype and numel (``ckpttool.loading.TensorInfo`` or alike).
@@ -389,29 +425,13 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         >>> compute_tensor_stats(info, w).status
         'init-constant'
     """
-    base = dict(name=info.name, shape=tuple(info.shape), dtype=str(info.dtype), numel=int(info.numel))
     array = np.asarray(array)
     flat = array.reshape(-1)
-
-    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None,
-             tkurt=None, evidence=None, fit=None, status, note) -> TensorStats:
-        if m is None:
-            vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
-        else:
-            vals = dict(mean=m.mean, std=m.std, min=m.min, max=m.max, kurtosis=m.kurtosis,
-                        zero_fraction=m.zeros / flat.size)
-        return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
-                           row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail,
-                           column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt,
-                           evidence_z=evidence, init_fit=fit)
-
+    make = _maker(info, flat.size)
     if flat.size == 0:
         return make(None, status="too-small", note="empty")
     if not np.issubdtype(flat.dtype, np.floating):
-        m = _moments(flat.astype(np.float64))
-        if m is not None and m.min == 0 and m.max == 0:
-            return make(m, status="init-constant", note="all zero")
-        return make(m, status="too-small", note="integer buffer")
+        return _integer_status(make, _moments(flat.astype(np.float64)))
     if flat.dtype not in (np.float32, np.float64):
         flat = flat.astype(np.float32)
         array = flat.reshape(array.shape)
@@ -423,7 +443,88 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         kept = flat[finite]
         m_fin = _moments(kept) if kept.size else None
         return make(m_fin, nonfinite=bad, status="nonfinite", note=f"{bad} NaN/Inf")
+    return _judge_values(make, m, flat, array)
 
+
+SAMPLED_ABOVE = 1 << 20
+"""Tensors of more entries than this are judged in bounded memory at memory speed
+(``compute_sampled_tensor_stats``): min, max, zeros and NaN/Inf exact from the stored bits, mean,
+std and kurtosis from a fixed sample. The structure signals come from ``sample_matrix``'s fixed
+sample at every size."""
+
+_BLOCKS = 16
+_BLOCK = 1024
+
+
+def compute_sampled_tensor_stats(info: TensorInfo, values: StoredValues, scan: ScanResult) -> TensorStats:
+    """Statistics and status of one large tensor from ``scan`` (``ckpttool.verdict.raw_scan``: exact
+    count, NaN/Inf, min, max and zeros over every entry) and fixed samples of ``values``.
+
+    The moments come from the matrix sample the structure signals use (at most ``MAX_ENTRIES``
+    entries) or, for other shapes, from fixed contiguous blocks; ``TensorStats.sampled`` says how
+    many entries, and the mean's significance is judged at that count.
+    """
+    flat = values.reshape(-1)
+    make = _maker(info, scan.count)
+    if scan.count == 0:
+        return make(None, status="too-small", note="empty")
+    blocks = np.asarray(flat[_block_index(flat.size)])
+    if values.dtype.kind == "native":
+        m = _moments(blocks.astype(np.float64))
+        return _integer_status(make, m and _with_exact(m, scan))
+    if scan.nonfinite:
+        kept = blocks[np.isfinite(blocks)]
+        m_fin = _moments(kept) if kept.size else None
+        return make(m_fin and _with_exact(m_fin, scan), nonfinite=scan.nonfinite, status="nonfinite",
+                    note=f"{scan.nonfinite} NaN/Inf")
+    if scan.min == scan.max:
+        return make(_Moments(scan.count, scan.min, 0.0, scan.min, scan.max, None, scan.zeros), status="init-constant",
+                    note=f"constant {scan.min:g}")
+    m = _with_exact(_moments(blocks), scan)
+    return _judge_values(make, m, flat, values, resample=lambda sample: _with_exact(_moments(sample.reshape(-1)), scan))
+
+
+def _block_index(n: int) -> np.ndarray:
+    """Fixed contiguous blocks spread evenly over ``n`` entries (pages read: only theirs)."""
+    if n <= _BLOCKS * _BLOCK:
+        return np.arange(n)
+    starts = np.linspace(0, n - _BLOCK, _BLOCKS).astype(np.int64)
+    return (starts[:, None] + np.arange(_BLOCK)).reshape(-1)
+
+
+def _with_exact(sample: _Moments, scan: ScanResult) -> _Moments:
+    """Moments of a sample, with the count, extremes and zeros of the whole tensor."""
+    return _Moments(scan.count, sample.mean, sample.std, scan.min, scan.max, sample.kurtosis, scan.zeros,
+                    sampled=sample.count)
+
+
+def _maker(info: TensorInfo, numel: int):
+    base = dict(name=info.name, shape=tuple(info.shape), dtype=str(info.dtype), numel=int(info.numel))
+
+    def make(m: _Moments | None, *, nonfinite=0, ratio=None, disp=None, tail=None, cdisp=None, edge=None,
+             tkurt=None, evidence=None, fit=None, status, note) -> TensorStats:
+        if m is None:
+            vals = dict(mean=None, std=None, min=None, max=None, kurtosis=None, zero_fraction=None)
+        else:
+            vals = dict(mean=m.mean, std=m.std, min=m.min, max=m.max, kurtosis=m.kurtosis,
+                        zero_fraction=m.zeros / numel)
+        return TensorStats(**base, **vals, nonfinite=nonfinite, spectral_ratio=ratio,
+                           row_norm_dispersion=disp, status=status, note=note, tail_ratio=tail,
+                           column_norm_dispersion=cdisp, edge_overshoot=edge, trimmed_kurtosis=tkurt,
+                           evidence_z=evidence, init_fit=fit, sampled=m.sampled if m is not None else None)
+
+    return make
+
+
+def _integer_status(make, m: _Moments | None) -> TensorStats:
+    if m is not None and m.min == 0 and m.max == 0:
+        return make(m, status="init-constant", note="all zero")
+    return make(m, status="too-small", note="integer buffer")
+
+
+def _judge_values(make, m: _Moments, flat, array, resample=None) -> TensorStats:
+    """The status of finite float values (``array``, ``flat`` its 1-D view: numpy arrays, or
+    ``StoredValues`` of a large tensor, whose moments ``resample`` refines from the matrix sample)."""
     if m.min == m.max:
         return make(m, status="init-constant", note=f"constant {m.min:g}")
     if max(abs(m.min), abs(m.max)) <= TINY_SCALE:
@@ -439,6 +540,8 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, status=status, note=note)
 
     sample = sample_matrix(mat)
+    if resample is not None:
+        m = resample(sample)
     pattern = _equal_norm_pattern(mat) if max(abs(m.min), abs(m.max)) <= 1.0 + 1e-5 else None
     if pattern:
         return make(m, status="init-constant", note=pattern)
@@ -466,7 +569,7 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
         return make(m, **found, status="trained", note=f"heavy-tailed (tail ratio {tail:.1f})")
     lines = (("row", disp, sample.shape[0]), ("column", cdisp, sample.shape[1]))
     kurt_z = kurtosis_z(tkurt, tkurt_n) if tkurt is not None else None
-    offset = mean_z(m.mean, m.std, m.count)
+    offset = mean_z(m.mean, m.std, m.mean_count)
     found["evidence"] = combined_z([
         max(kurt_z, 0.0) if kurt_z is not None else None, offset,
         max(tail_z(tail, tail_n), 0.0) if tail is not None else None,
@@ -491,7 +594,8 @@ def compute_tensor_stats(info: TensorInfo, array: np.ndarray) -> TensorStats:
 
 
 def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:
-    """Statistics of every tensor of a checkpoint, in file order, one tensor in memory at a time.
+    """Statistics of every tensor of a checkpoint, in file order, in bounded memory (one pass of
+    ``ckpttool.sweep``; tensors above ``SAMPLED_ABOVE`` entries from exact scans and samples).
 
     Args:
         ckpt: an open ``ckpttool.loading.Checkpoint``.
@@ -499,16 +603,24 @@ def compute_checkpoint_stats(ckpt: Checkpoint) -> list[TensorStats]:
     Returns:
         One ``TensorStats`` per tensor, with ``ckpttool.verdict.context``' corrections applied.
     """
-    return compute_stats_from_arrays(ckpt.iter_arrays())
+    from ckpttool.sweep import sweep_checkpoint  # the sweep builds on this module
+
+    return list(sweep_checkpoint(ckpt, digest=False).stats)
 
 
 def compute_stats_from_arrays(items: Iterable[tuple[Any, np.ndarray]]) -> list[TensorStats]:
     """``compute_tensor_stats`` over ``(info, array)`` pairs (any source: files, state dicts), then
     the corrections that need the rest of the checkpoint (``ckpttool.verdict.context``)."""
-    stats, pairs = [], _WeightNormPairs()
+    stats, pairs = [], WeightNormPairs()
     for info, array in items:
         stats.append(compute_tensor_stats(info, array))
         pairs.add(info.name, array)
+    return finish_checkpoint_stats(stats, pairs)
+
+
+def finish_checkpoint_stats(stats: list[TensorStats], pairs: WeightNormPairs) -> list[TensorStats]:
+    """The corrections that need the whole checkpoint: weight-norm gains still at their init value
+    (``pairs``, fed every tensor), then ``ckpttool.verdict.context``."""
     at_init = pairs.gains_at_init()
     stats = [dataclasses.replace(s, status="init-constant", note=WEIGHT_NORM_INIT_NOTE) if s.name in at_init else s
              for s in stats]
@@ -521,7 +633,7 @@ _WEIGHT_NORM_SUFFIXES = {"weight_g": "g", "weight_v": "v", "parametrizations.wei
                          "parametrizations.weight.original1": "v"}
 
 
-class _WeightNormPairs:
+class WeightNormPairs:
     """``weight_norm`` layers: the gain ``g`` and the norms of the direction ``v`` along g's axis.
 
     ``torch.nn.utils.weight_norm`` sets ``g = ||v||`` when it wraps a layer; training moves them
@@ -533,14 +645,15 @@ class _WeightNormPairs:
         self.gains: dict[str, tuple[str, np.ndarray]] = {}  # layer prefix -> (gain's name, gain)
         self.norms: dict[str, np.ndarray] = {}
 
-    def add(self, name: str, array: np.ndarray) -> None:
+    def add(self, name: str, array: np.ndarray | StoredValues) -> None:
         for suffix, role in _WEIGHT_NORM_SUFFIXES.items():
             if name.endswith("." + suffix) or name == suffix:
                 prefix = name[: -len(suffix)]
                 if role == "g":
                     self.gains[prefix] = (name, np.asarray(array, dtype=np.float64))
                 elif prefix in self.gains:
-                    self.norms[prefix] = _norms_along(np.asarray(array), self.gains[prefix][1])
+                    self.norms[prefix] = _norms_along(array if isinstance(array, StoredValues) else np.asarray(array),
+                                                      self.gains[prefix][1])
                 return
 
     def gains_at_init(self) -> set[str]:
@@ -550,10 +663,16 @@ class _WeightNormPairs:
                 and np.allclose(g.reshape(-1), self.norms[prefix], rtol=1e-4, atol=1e-7)}
 
 
-def _norms_along(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Norms of ``v`` over every axis but the one ``g`` keeps (``weight_norm``'s ``dim``)."""
+def _norms_along(v: np.ndarray | StoredValues, g: np.ndarray) -> np.ndarray:
+    """Norms of ``v`` over every axis but the one ``g`` keeps (``weight_norm``'s ``dim``); a large
+    ``v`` a block of leading rows at a time."""
     axis = 0
     if g.ndim == v.ndim:
         axis = next((i for i in range(v.ndim) if g.shape[i] == v.shape[i] and g.shape[i] > 1), 0)
-    moved = np.moveaxis(v.astype(np.float64), axis, 0).reshape(v.shape[axis], -1)
-    return np.sqrt(np.einsum("ij,ij->i", moved, moved))
+    blocks = [np.asarray(v, dtype=np.float64)] if isinstance(v, np.ndarray) else v.rows(max(1, _CHUNK // max(1, v.size // max(1, v.shape[0]))))
+    squares = []
+    for b in blocks:
+        moved = np.moveaxis(np.asarray(b, dtype=np.float64), axis, 0).reshape(b.shape[axis], -1)
+        squares.append(np.einsum("ij,ij->i", moved, moved))
+    total = np.concatenate(squares) if axis == 0 else np.sum(squares, axis=0)
+    return np.sqrt(total)
