@@ -348,3 +348,67 @@ def _commit_from_cache_path(path: Path, filename: str) -> str | None:
 def _first_line(e: BaseException) -> str:
     text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return text[0] if text else type(e).__name__
+
+
+# -- remote reads (verify --remote) ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A hub file read in place, by HTTP range requests (``verify hf://... --remote``)."""
+
+    repo_id: str
+    filename: str
+    commit: str | None  # the commit the hub resolved the revision to
+    size: int
+    url: str  # where its bytes are served (after the hub's redirect to its storage)
+
+
+def remote_file(repo_id: str, filename: str, *, revision: str | None = None) -> RemoteFile | None:
+    """Locate a hub file without downloading it (one HEAD request); None when the repo lacks it.
+
+    Raises:
+        WeightsUnavailableError: offline (nothing remote can be read), the repo or revision does not
+            exist, access is refused, or the network failed; one line saying what to do.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+
+    fix = "drop --remote to download the files instead"
+    if is_offline():
+        raise WeightsUnavailableError(
+            f"{_where(repo_id, revision)}: --remote reads the hub and HF_HUB_OFFLINE is set; unset it, or {fix}")
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=hub_endpoint())
+    try:
+        meta = get_hf_file_metadata(url)
+    except EntryNotFoundError as e:
+        if _status(e) in (401, 403):
+            raise _translate(e, repo_id, filename, revision, fix) from e
+        return None
+    except (*_transport_errors(), OSError, ValueError) as e:
+        raise _translate(e, repo_id, filename, revision, fix) from e
+    if meta.size is None:
+        raise WeightsUnavailableError(f"{_where(repo_id, revision)}/{filename}: the hub did not say its size; {fix}")
+    return RemoteFile(repo_id, filename, meta.commit_hash, int(meta.size), meta.location or url)
+
+
+def read_range(f: RemoteFile, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of a remote file: one HTTP range request (a few retries on transient faults).
+
+    Raises:
+        WeightsUnavailableError: the request failed, or the server did not return exactly those bytes.
+    """
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+
+    fix = "drop --remote to download the files instead"
+    try:
+        r = http_backoff("GET", f.url, headers={**build_hf_headers(), "range": f"bytes={start}-{end - 1}"},
+                         max_retries=2, base_wait_time=0.5, max_wait_time=2)
+        hf_raise_for_status(r)
+    except (*_transport_errors(), OSError, ValueError) as e:
+        raise _translate(e, f.repo_id, f.filename, f.commit, fix) from e
+    data = r.content
+    if r.status_code != 206 or len(data) != end - start:
+        raise WeightsUnavailableError(
+            f"{f.repo_id}/{f.filename}: the server answered a range request for {end - start} bytes with "
+            f"{len(data)} (HTTP {r.status_code}); it does not serve ranges; {fix}")
+    return data

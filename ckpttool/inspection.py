@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class InspectReport:
         keys = (
             "name", "shape", "dtype", "numel", "mean", "std", "min", "max", "kurtosis",
             "zero_fraction", "nonfinite", "spectral_ratio", "row_norm_dispersion", "column_norm_dispersion",
-            "tail_ratio", "trimmed_kurtosis", "edge_overshoot", "evidence_z", "status", "note",
+            "tail_ratio", "trimmed_kurtosis", "edge_overshoot", "evidence_z", "status", "note", "sampled",
         )  # fmt: skip
         rows = []
         for t in self.tensors:
@@ -78,12 +79,13 @@ def inspect_file(path: str | Path) -> InspectReport:
     from ckpttool.verify import judge_checkpoint
 
     path = Path(path)
-    with load_checkpoint(path) as ckpt:
+    with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
+        sha = pool.submit(file_sha256, path)  # on the second core while the statistics run here
         stats, verdict = judge_checkpoint(ckpt)
         return InspectReport(
             path=path,
             format=ckpt.format,
-            sha256=file_sha256(path),
+            sha256=sha.result(),
             wrapper=ckpt.wrapper,
             non_tensor_keys=tuple(ckpt.non_tensor_keys),
             metadata=dict(ckpt.metadata),

@@ -51,7 +51,7 @@ class SafetensorsFile:
         self.path = path
         # Header and mapping come from one open file, so a file replaced meanwhile cannot mix them.
         with open_regular(path) as f:
-            self.tensors, self.metadata = _read_header(path, f)
+            self.tensors, self.metadata = read_header(path, f)
             _validate_with_safetensors(path)
             self._mmap: np.memmap | None = np.memmap(f, dtype=np.uint8, mode="r")
         self._by_name = {t.name: t for t in self.tensors}
@@ -89,8 +89,11 @@ class SafetensorsFile:
         self._mmap = None
 
 
-def _read_header(path: Path, f: io.BufferedReader) -> tuple[tuple[StoredTensor, ...], dict[str, str]]:
-    size = os.fstat(f.fileno()).st_size
+def read_header(path: Path | str, f: io.BufferedReader, size: int | None = None
+                ) -> tuple[tuple[StoredTensor, ...], dict[str, str]]:
+    """The validated header of a safetensors file open as ``f`` (any object with ``read``; ``size``:
+    the file's length when ``f`` is not a local file): its tensors in data order and its metadata."""
+    size = os.fstat(f.fileno()).st_size if size is None else size
     prefix = f.read(8)
     if len(prefix) < 8:
         raise CheckpointFormatError(f"{path} is too short to be a safetensors file ({size} bytes); {_FIX}")

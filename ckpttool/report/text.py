@@ -96,15 +96,16 @@ def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> s
         table.add_column(col, justify=just, no_wrap=col != "name")
     styles = {"trained": "green", "init-like": "yellow", "init-constant": "cyan", "nonfinite": "red"}
     for t in tensors:
+        approx = "~" if t.sampled is not None else ""  # from a fixed sample (the footnote says which)
         table.add_row(
             plain_text(t.name),
             "x".join(map(str, t.shape)) or "scalar",
             plain_text(t.dtype),
-            _num(t.mean),
-            _num(t.std),
+            approx + _num(t.mean),
+            approx + _num(t.std),
             _num(t.min),
             _num(t.max),
-            _num(t.kurtosis, ".3g"),
+            approx + _num(t.kurtosis, ".3g"),
             _num(t.zero_fraction, ".2f"),
             str(t.nonfinite),
             _num(t.spectral_ratio, ".3f"),
@@ -114,4 +115,9 @@ def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> s
     con = _console(buf)
     con.width = 160
     con.print(table)
+    sampled = [t.sampled for t in tensors if t.sampled is not None]
+    if sampled:
+        con.print(f"~ sampled: mean, std and kurtosis of {len(sampled)} large tensor(s) come from fixed samples "
+                  f"of {min(sampled):,}-{max(sampled):,} entries; min, max, zeros and NaN/Inf count every entry",
+                  markup=False)
     return buf.getvalue().rstrip("\n")

@@ -539,7 +539,7 @@ def _judge_values(make, m: _Moments, flat, array, resample=None) -> TensorStats:
         status, note = _vector_status(m)
         return make(m, status=status, note=note)
 
-    sample = sample_matrix(mat)
+    sample = np.asarray(sample_matrix(mat))  # (a StoredValues small enough to be its own sample: widened)
     if resample is not None:
         m = resample(sample)
     pattern = _equal_norm_pattern(mat) if max(abs(m.min), abs(m.max)) <= 1.0 + 1e-5 else None
