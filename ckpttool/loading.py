@@ -170,8 +170,8 @@ class Checkpoint:
         source = self._source(name)
         if self._view is None:
             return StoredValues(self.raw(name), TORCH_DTYPES[self._infos[name].dtype])
-        view, _ = self._reader(self._view)(source)
-        return StoredValues(view, TORCH_DTYPES[self._infos[name].dtype])
+        view, base = self._reader(self._view)(source)
+        return StoredValues(view, TORCH_DTYPES[self._infos[name].dtype], base)
 
     def release(self, name: str) -> None:
         """Drop the mapped pages of one tensor (after sampling it through ``values``)."""

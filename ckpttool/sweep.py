@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from ckpttool.digest import WeightsHasher
 from ckpttool.formats.dtypes import TORCH_DTYPES, widen
-from ckpttool.loading import Checkpoint
+from ckpttool.loading import CHUNK_BYTES, Checkpoint
 from ckpttool.verdict.raw_scan import RawScan
 from ckpttool.verdict.stats import (
     SAMPLED_ABOVE,
@@ -29,6 +29,8 @@ from ckpttool.verdict.stats import (
     compute_sampled_tensor_stats,
     compute_tensor_stats,
     finish_checkpoint_stats,
+    matrix_shape,
+    probe_lines,
 )
 
 
@@ -69,8 +71,11 @@ def sweep_checkpoint(ckpt: Checkpoint, *, digest: bool = True, sampled_above: in
                 hasher.tensor(info.name, info.dtype, info.shape, ckpt.nbytes(info.name))
             dtype = TORCH_DTYPES.get(info.dtype)
             if info.numel > sampled_above and dtype is not None and not dtype.name.startswith("complex"):
-                scan = RawScan(dtype)
-                for chunk in ckpt.raw_chunks(info.name):
+                # a matrix is read in whole rows, so that the scan can also sum its probed columns
+                shape = matrix_shape(info.shape)
+                row = shape[1] * ckpt.nbytes(info.name) // max(1, info.numel) if shape else 1
+                scan = RawScan(dtype, (shape[1], probe_lines(shape[1])) if shape else None)
+                for chunk in ckpt.raw_chunks(info.name, max(row, CHUNK_BYTES - CHUNK_BYTES % row)):
                     if hasher is not None:
                         hasher.values(chunk)
                     scan.add(chunk)

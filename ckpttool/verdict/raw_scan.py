@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ckpttool.formats.dtypes import DType, fp8_table
+from ckpttool.formats.dtypes import DType, fp8_table, widen
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class ScanResult:
     min: float | None  # over finite entries; None when there is none
     max: float | None
     zeros: int
+    # squared norms of the probed columns of a matrix (``columns`` given), summed over every row
+    column_probe: np.ndarray | None = None
 
 
 # stored float dtype -> (signed view, float view to decode a bit pattern, exponent all ones)
@@ -50,8 +52,12 @@ class RawScan:
         ScanResult(count=4, nonfinite=1, min=-2.5, max=1.0, zeros=1)
     """
 
-    def __init__(self, dtype: DType):
+    def __init__(self, dtype: DType, columns: tuple[int, np.ndarray] | None = None):
+        """``columns``: ``(fan_in, indices)`` to also sum the squares of those columns of the tensor
+        seen as ``[out, fan_in]`` (chunks must then hold whole rows)."""
         self.dtype = dtype
+        self._columns = columns
+        self._column_sq = np.zeros(len(columns[1])) if columns is not None else None
         self.count = self.nonfinite = self.zeros = 0
         self._lo: int | float | None = None
         self._hi: int | float | None = None
@@ -72,6 +78,10 @@ class RawScan:
         if chunk.size == 0:
             return
         self.count += chunk.size
+        if self._columns is not None:
+            fan_in, idx = self._columns
+            picked = widen(chunk.reshape(-1, fan_in)[:, idx], self.dtype).astype(np.float64)
+            self._column_sq += np.einsum("ij,ij->j", picked, picked)
         if self._ieee is None:
             values = chunk.view(np.uint8) if chunk.dtype == np.bool_ else chunk
             self._extend(values.min(), values.max())
@@ -118,4 +128,5 @@ class RawScan:
         return float(signed.view(self._ieee[1])[0])
 
     def result(self) -> ScanResult:
-        return ScanResult(self.count, self.nonfinite, self._decode(self._lo), self._decode(self._hi), self.zeros)
+        return ScanResult(self.count, self.nonfinite, self._decode(self._lo), self._decode(self._hi), self.zeros,
+                          self._column_sq)

@@ -261,14 +261,25 @@ def as_matrix(array: np.ndarray) -> np.ndarray | None:
     Returns:
         The 2-D view, or None when it has fewer than 2 dims or a side below ``MIN_MATRIX_SIDE``.
     """
-    core = _squeezed_shape(array.shape)
+    shape = matrix_shape(array.shape)
+    return None if shape is None else array.reshape(shape)
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """``(out, fan_in)`` of a tensor of ``shape`` judged as a matrix (see ``as_matrix``), or None."""
+    core = _squeezed_shape(tuple(shape))
     if len(core) < 2:
         return None
     out = core[0]
-    fan_in = array.size // out
+    fan_in = math.prod(core) // out
     if out < MIN_MATRIX_SIDE or fan_in < MIN_MATRIX_SIDE:
         return None
-    return array.reshape(out, fan_in)
+    return out, fan_in
+
+
+def probe_lines(count: int) -> np.ndarray:
+    """The lines (rows, or columns) ``_equal_norm_pattern`` probes first, of ``count``."""
+    return np.arange(0, count, max(1, count // _PROBE_LINES))[:_PROBE_LINES]
 
 
 def _few_distinct(flat: np.ndarray | StoredValues) -> bool:
@@ -286,19 +297,25 @@ def _few_distinct(flat: np.ndarray | StoredValues) -> bool:
     return True
 
 
-def _equal_norm_pattern(mat: np.ndarray) -> str | None:
+def _equal_norm_pattern(mat: np.ndarray | StoredValues, column_probe: np.ndarray | None = None) -> str | None:
     """An init pattern of lines of exactly equal norm (entries in [-1, 1]: the caller checks): a deterministic
     sin/cos position table (sin^2 + cos^2 = 1 per frequency), or an orthogonal matrix (orthonormal
     lines: Keras' recurrent kernels, ``nn.init.orthogonal_``). None otherwise.
 
     Judged on the whole matrix, not the sample: cut lines of an orthogonal matrix are no longer of
     equal norm, and their norms spread less than iid entries' do, which would read as training. A
-    probe of 8 whole lines first keeps the cost at 16 lines for every other matrix."""
-    for m in (mat, mat.T):
-        probe = np.asarray(m[:: max(1, m.shape[0] // _PROBE_LINES)][:_PROBE_LINES])
-        if not _equal_norms(np.einsum("ij,ij->i", probe, probe, dtype=np.float64)):
+    probe of 8 whole lines first keeps the cost at 16 lines for every other matrix. For a large
+    tensor, the columns' probe (``column_probe``: squared norms of the ``probe_lines`` columns) comes
+    from the scan that read it, since 8 whole columns span every page of it."""
+    for axis, m in ((1, mat), (0, mat.T)):
+        if axis == 0 and column_probe is not None:
+            probe_sq = column_probe
+        else:
+            probe = np.asarray(m[probe_lines(m.shape[0])])
+            probe_sq = np.einsum("ij,ij->i", probe, probe, dtype=np.float64)
+        if not _equal_norms(probe_sq):
             continue
-        sq = _squared_line_norms(m)
+        sq = _squared_line_norms(mat, axis)
         if not _equal_norms(sq):
             continue
         lines = np.flatnonzero(sq > 1e-12)
@@ -310,12 +327,15 @@ def _equal_norm_pattern(mat: np.ndarray) -> str | None:
     return None
 
 
-def _squared_line_norms(m: np.ndarray | StoredValues) -> np.ndarray:
-    """Squared norm of every row of ``m`` in float64 (a large tensor's, a block of rows at a time)."""
-    if isinstance(m, np.ndarray):
+def _squared_line_norms(mat: np.ndarray | StoredValues, axis: int) -> np.ndarray:
+    """Squared norm of every row (``axis`` 1) or column (``axis`` 0) of ``mat`` in float64; a large
+    tensor's a block of rows at a time, in one sequential pass either way."""
+    if isinstance(mat, np.ndarray):
+        m = mat if axis == 1 else mat.T
         return np.einsum("ij,ij->i", m, m, dtype=np.float64)
-    step = max(1, _CHUNK // max(1, m.shape[1]))
-    return np.concatenate([np.einsum("ij,ij->i", b, b, dtype=np.float64) for b in m.rows(step)])
+    blocks = (np.einsum("ij,ij->" + ("i" if axis == 1 else "j"), b, b, dtype=np.float64)
+              for b in mat.rows(max(1, _CHUNK // max(1, mat.shape[1]))))
+    return np.concatenate(list(blocks)) if axis == 1 else np.sum(list(blocks), axis=0)
 
 
 _PROBE_LINES = 8
@@ -481,7 +501,8 @@ def compute_sampled_tensor_stats(info: TensorInfo, values: StoredValues, scan: S
         return make(_Moments(scan.count, scan.min, 0.0, scan.min, scan.max, None, scan.zeros), status="init-constant",
                     note=f"constant {scan.min:g}")
     m = _with_exact(_moments(blocks), scan)
-    return _judge_values(make, m, flat, values, resample=lambda sample: _with_exact(_moments(sample.reshape(-1)), scan))
+    return _judge_values(make, m, flat, values, resample=lambda sample: _with_exact(_moments(sample.reshape(-1)), scan),
+                         column_probe=scan.column_probe)
 
 
 def _block_index(n: int) -> np.ndarray:
@@ -522,7 +543,7 @@ def _integer_status(make, m: _Moments | None) -> TensorStats:
     return make(m, status="too-small", note="integer buffer")
 
 
-def _judge_values(make, m: _Moments, flat, array, resample=None) -> TensorStats:
+def _judge_values(make, m: _Moments, flat, array, resample=None, column_probe=None) -> TensorStats:
     """The status of finite float values (``array``, ``flat`` its 1-D view: numpy arrays, or
     ``StoredValues`` of a large tensor, whose moments ``resample`` refines from the matrix sample)."""
     if m.min == m.max:
@@ -542,7 +563,7 @@ def _judge_values(make, m: _Moments, flat, array, resample=None) -> TensorStats:
     sample = np.asarray(sample_matrix(mat))  # (a StoredValues small enough to be its own sample: widened)
     if resample is not None:
         m = resample(sample)
-    pattern = _equal_norm_pattern(mat) if max(abs(m.min), abs(m.max)) <= 1.0 + 1e-5 else None
+    pattern = _equal_norm_pattern(mat, column_probe) if max(abs(m.min), abs(m.max)) <= 1.0 + 1e-5 else None
     if pattern:
         return make(m, status="init-constant", note=pattern)
     if _is_fourier_basis(array):
