@@ -88,6 +88,11 @@ class BatchFailedError(CkptError):
         self.exit_code = exit_code
 
 
+class ShardIndexError(CheckpointFormatError):
+    """A sharded checkpoint's index (``model.safetensors.index.json``...) and its shards disagree, or the
+    index is unreadable or names a file outside its folder. Nothing is judged: the model is one unit."""
+
+
 class LfsPointerError(CheckpointFormatError):
     """The file is a Git LFS pointer, not the checkpoint: the repository was checked out without its LFS
     content. ``pointer`` (a ``ckpttool.formats.lfs_pointer.LfsPointer``) has the content's sha256 and size."""

@@ -31,6 +31,7 @@ from ckpttool.formats.dtypes import TORCH_DTYPES
 from ckpttool.formats.safetensors import SafetensorsFile
 from ckpttool.formats.stored import StoredValues
 from ckpttool.formats.torch_tensors import TensorRef
+from ckpttool.sharded import INDEX_SUFFIXES, is_shard_index, load_sharded, split_indexed
 from ckpttool.verdict.optimizer_state import params_without_optimizer_state
 from ckpttool.weight_sets import METADATA_KEY, WeightSet, no_tensors, strip_prefixes, unwrap
 
@@ -66,6 +67,8 @@ class Checkpoint:
         tensors: every tensor, in file order.
         weight_sets: the wrapper of every weight set the file holds (this one first); more than one
             when it also carries e.g. ``state_dict_ema``. ``select(wrapper)`` opens another.
+        shards: for a sharded model (``path`` is its index, see ``ckpttool.sharded``), the shard files
+            its tensors are read from, in order; else ``()``.
         params_without_optimizer_state: when the file carries torch optimizer state that maps to
             these tensors unambiguously, the parameters that never got any (see
             ``ckpttool.verdict.optimizer_state``); else None.
@@ -89,6 +92,7 @@ class Checkpoint:
         select: Callable[[str | None], Checkpoint] | None = None,
         raw: Callable[[Any], np.ndarray] | None = None,
         view: Callable[[Any], tuple[np.ndarray, np.ndarray | None]] | None = None,
+        shards: tuple[Path, ...] = (),
     ):
         self.path = path
         self.format = format
@@ -106,6 +110,7 @@ class Checkpoint:
         self._view = view  # source -> (stored values as a view of the mapped file, that mapping)
         self._close = close
         self._select = select
+        self.shards = shards
 
     def array(self, name: str) -> np.ndarray:
         """Read one tensor: float32 for every float dtype, the numpy dtype for int/bool.
@@ -240,13 +245,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     Args:
         path: a ``.safetensors``, torch zip (``.pth``, ``.pth.tar``, ``.pt``, ``.bin``, ``.ckpt``)
-            or legacy torch file. The format is told from the content, not the name.
+            or legacy torch file. The format is told from the content, not the name. A shard index
+            (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``...) opens the sharded
+            model as one checkpoint (``ckpttool.sharded``).
 
     Returns:
         A ``Checkpoint`` (close it, or use ``with``).
 
     Raises:
         CheckpointNotFoundError: the path does not exist.
+        ShardIndexError: an index that disagrees with its shards (see ``ckpttool.sharded``).
         CheckpointFormatError: empty, truncated, garbage, a header that lies, no tensors, or beyond
             a documented limit (``CheckpointLimitError``, see SECURITY.md).
         UnsafeCheckpointError: the pickle imports globals outside the allow-list, or builds
@@ -257,6 +265,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ...     ckpt.array("blocks.0.attn.qkv.weight").std()
     """
     path = Path(path)
+    if is_shard_index(path):
+        return load_sharded(path)
     fmt = detect_format(path)
     if fmt == SAFETENSORS:
         return _open_safetensors(path)
@@ -342,11 +352,14 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     """The checkpoint files at ``path``: the file itself, or every one under a folder (recursive, sorted).
 
     Files are picked by suffix (``CHECKPOINT_SUFFIXES``, ``.pth.tar`` included, case-insensitive).
+    A sharded model is one entry, its index (``INDEX_SUFFIXES``): the shards it names are left out;
+    checkpoint files beside it that it does not name stay (``ckpttool.sharded.outside_indexes``).
     Below the folder, ``backup_old/`` folders (old files kept on purpose, often under misleading
     names) and hidden folders are skipped; pass such a folder itself to check it.
 
     Raises:
         CheckpointNotFoundError: the path does not exist, or the folder holds no checkpoint file.
+        ShardIndexError: an index under the folder is unreadable (which files are its shards is unknown).
 
     Example:
         >>> find_checkpoints("init_model")  # doctest: +SKIP
@@ -362,14 +375,15 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     found = sorted(
         p
         for p in path.rglob("*")
-        if p.name.lower().endswith(CHECKPOINT_SUFFIXES) and p.is_file() and not _skipped_below(path, p)
+        if p.name.lower().endswith(CHECKPOINT_SUFFIXES + INDEX_SUFFIXES) and p.is_file()
+        and not _skipped_below(path, p)
     )
     if not found:
         raise CheckpointNotFoundError(
             f"no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) under {path}; "
             "pass a folder that holds some, or a file"
         )
-    return found
+    return split_indexed(found)
 
 
 def _skipped_below(root: Path, file: Path) -> bool:

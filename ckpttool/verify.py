@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import Checkpoint, load_checkpoint
 from ckpttool.sweep import sweep_checkpoint
+from ckpttool.sharded import ShardFile, hash_files, outside_indexes
 from ckpttool.verdict import Verdict, judge
 from ckpttool.verdict.rules import Rule, RuleResult, evaluate_rule, parse_rule
 from ckpttool.verdict.stats import TensorStats
@@ -45,6 +46,10 @@ class FileReport:
     other_weight_sets: tuple[tuple[str, Verdict], ...] = ()
     # The weights digest (ckpttool.digest) of every weight set, this one first, in weight_sets order.
     weights_digests: tuple[str, ...] = ()
+    # A sharded model (``path`` is its index, ``sha256`` the index's): every shard, in reading order.
+    shards: tuple[ShardFile, ...] = ()
+    # Indexes beside this file that do not name it: it is not part of their model, judged on its own.
+    not_in_index: tuple[Path, ...] = ()
 
     @property
     def failure_reason(self) -> str | None:
@@ -91,6 +96,8 @@ class FileReport:
                 for i, (name, wv) in enumerate(((self.wrapper, v), *self.other_weight_sets))
             ],
             "non_tensor_keys": list(self.non_tensor_keys),
+            "shards": [sh.to_dict() for sh in self.shards],
+            "not_in_index": [str(p) for p in self.not_in_index],
         }
 
 
@@ -163,6 +170,9 @@ def verify_file(
     file's sha256 is computed on a second core meanwhile. ``hashes=False`` skips both hashes (a
     quick screen: ``sha256`` is then ``""`` and ``weights_digests`` empty); the checks are the same.
 
+    ``path`` may be a shard index (``model.safetensors.index.json``...): the sharded model is judged as
+    one, ``sha256`` is the index file's and ``shards`` lists every shard with its own.
+
     Example:
         >>> report = verify_file("init_model/vit_small_cifar10_pretrained_init.pth.tar")  # doctest: +SKIP
         >>> report.verdict.verdict, report.passed  # doctest: +SKIP
@@ -174,6 +184,7 @@ def verify_file(
     with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
         # hashing releases the GIL: the file's sha256 runs on the second core while this one sweeps
         sha = pool.submit(file_sha256, path) if hashes else None
+        shards = pool.submit(hash_files, ckpt.shards, hashes=hashes)
         stats, verdict, digest = _judge_sweep(ckpt, digest=hashes, include_head=include_head, count_stem=count_stem)
         digests = [digest] if digest else []
         rule_results = tuple(evaluate_rule(r, stats) for r in parsed)
@@ -201,6 +212,7 @@ def verify_file(
             metadata=dict(ckpt.metadata),
             stats=stats,
             other_weight_sets=tuple(others),
+            shards=shards.result(),
         )
 
 
@@ -254,7 +266,9 @@ def verify_paths(
     """Verify every checkpoint under ``paths`` (files or folders). Unreadable files are collected, not raised.
 
     Arguments are checked first (a bad rule or expectation raises before any file is read); a path
-    that does not exist, or a folder without checkpoints, raises CheckpointNotFoundError.
+    that does not exist, or a folder without checkpoints, raises CheckpointNotFoundError. A sharded
+    model in a folder is verified once, as its index; a checkpoint file beside an index that does not
+    name it is verified on its own and says so (``FileReport.not_in_index``).
     """
     from ckpttool.errors import CkptError
     from ckpttool.loading import find_checkpoints
@@ -265,11 +279,13 @@ def verify_paths(
     files: list[Path] = []
     for p in paths:
         files.extend(find_checkpoints(p))
+    beside = outside_indexes(files)
     reports, errors = [], []
     for f in files:
         try:
-            reports.append(verify_file(f, expect=expect, rules=parsed, include_head=include_head,
-                                       count_stem=count_stem, hashes=hashes))
+            report = verify_file(f, expect=expect, rules=parsed, include_head=include_head,
+                                 count_stem=count_stem, hashes=hashes)
+            reports.append(replace(report, not_in_index=beside.get(Path(f), ())))
         except CkptError as e:
             errors.append(FileError(f, str(e), type(e).__name__))
     return VerifyRun(tuple(reports), tuple(errors))

@@ -35,7 +35,7 @@ SEQUENCE_WRAPPER = "(list)"
 """The wrapper recorded for a file holding a list or tuple of state dicts (names by position)."""
 
 # Added by DataParallel/DDP and torch.compile; stripped when every name carries them.
-_PREFIXES = ("module.", "_orig_mod.")
+DEFAULT_PREFIXES = ("module.", "_orig_mod.")
 # Lightning's LightningModule keeps the network as ``self.model``: stripped in Lightning files only.
 _LIGHTNING_PREFIX = "model."
 _LIGHTNING_KEYS = ("pytorch-lightning_version", "optimizer_states", "lr_schedulers")
@@ -236,7 +236,7 @@ def strip_prefixes(names: list[str], extra: tuple[str, ...] = ()) -> tuple[list[
     """Remove ``module.`` / ``_orig_mod.`` (and ``extra``) while every name starts with one (in any nesting)."""
     stripped: list[str] = []
     while names:
-        prefix = next((p for p in (*_PREFIXES, *extra) if all(n.startswith(p) for n in names)), None)
+        prefix = next((p for p in (*DEFAULT_PREFIXES, *extra) if all(n.startswith(p) for n in names)), None)
         if prefix is None:
             break
         names = [n[len(prefix) :] for n in names]

@@ -1,10 +1,11 @@
 """GitHub Actions workflow commands: an ::error/::warning/::notice annotation per file (a warning
 when a file passed with an input layer or small groups that show no training, reported but not
-counted)."""
+counted, or when it sits beside a shard index that does not name it)."""
 
 from __future__ import annotations
 
 from ckpttool.report.escape import escape_text
+from ckpttool.report.text import sharding_notes
 from ckpttool.verify import VerifyRun
 
 
@@ -23,9 +24,11 @@ def render_github(run: VerifyRun) -> str:
     lines = []
     for f in run.files:
         v = f.verdict
-        level = "error" if not f.passed else "warning" if v.uncounted_groups or v.inconclusive_groups else "notice"
+        level = ("error" if not f.passed else "warning"
+                 if v.uncounted_groups or v.inconclusive_groups or f.not_in_index else "notice")
         title = f"ckpttool verify: {f.verdict.verdict}"
         msg = f.verdict.reason if f.passed else f"{f.failure_reason}. {f.verdict.reason}"
+        msg = " ".join([msg, *(f"{note}." for note in sharding_notes(f))])
         lines.append(f"::{level} file={_prop(str(f.path))},title={_prop(title)}::{_data(msg)}")
     for e in run.errors:
         lines.append(f"::error file={_prop(str(e.path))},title={_prop('ckpttool verify: unreadable')}::{_data(e.error)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ckpttool.report.escape import escape_text as _x
+from ckpttool.report.text import sharding_notes
 from ckpttool.verify import VerifyRun
 
 
@@ -26,9 +27,9 @@ def render_junit(run: VerifyRun) -> str:
         if not f.passed:
             node = ET.SubElement(case, "failure", message=_x(f.failure_reason or "failed"), type=_x(f.verdict.verdict))
             node.text = _x(f.verdict.reason)
-        ET.SubElement(case, "system-out").text = _x(
-            f"verdict={f.verdict.verdict} expected={f.expected} sha256={f.sha256 or 'not-hashed'}"
-        )
+        ET.SubElement(case, "system-out").text = _x("\n".join([
+            f"verdict={f.verdict.verdict} expected={f.expected} sha256={f.sha256 or 'not-hashed'}",
+            *sharding_notes(f)]))
     for e in run.errors:
         case = ET.SubElement(suite, "testcase", classname="ckpttool.verify", name=_x(e.path))
         ET.SubElement(case, "error", message=_x(e.error), type=_x(e.kind))

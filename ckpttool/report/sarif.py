@@ -93,6 +93,10 @@ def _file_result(f: FileReport) -> dict:
         "sha256": f.sha256 or None,
         "untouchedGroups": [escape_text(g) for g in v.untouched_groups],
     }
+    if f.shards:  # the location is the index; these are the files that hold the weights
+        properties["shards"] = [{"path": escape_text(sh.path), "sha256": sh.sha256, "size": sh.size} for sh in f.shards]
+    if f.not_in_index:
+        properties["notInIndex"] = [escape_text(p) for p in f.not_in_index]
     return _result("corrupt" if corrupt else "verdict-mismatch", f.path, message, properties)
 
 

@@ -55,6 +55,8 @@ def _render_file(con, f: FileReport) -> None:
          f"{v.tensors_init_constant} init-constant of {v.tensors_total} tensors"
          f"{'' if v.head_included else ' (head excluded)'}; " + (f"sha256 {f.sha256[:16]}…" if f.sha256 else "not hashed"))
     line(v.reason)
+    for note in sharding_notes(f):
+        line(note)
     if v.untouched_groups:
         line(f"untouched: {', '.join(v.untouched_groups)}")
     for name, why in v.untouched_tensors:  # the tensors that show it, where the group alone would not
@@ -77,6 +79,18 @@ def _render_file(con, f: FileReport) -> None:
     for r in f.rules:
         con.print(f"     rule {'[green]ok[/]' if r.passed else '[red]FAILED[/]'}: ", end="")
         con.print(escape_text(r.message), markup=False)
+
+
+def sharding_notes(f: FileReport) -> list[str]:
+    """What a report says about shards: a sharded model's shard files, or a file outside a model's index."""
+    notes = []
+    if f.shards:
+        names = ", ".join(sh.path.name for sh in f.shards)
+        notes.append(f"sharded model: {len(f.shards)} shards ({names}); the sha256 is the index file's")
+    if f.not_in_index:
+        names = ", ".join(p.name for p in f.not_in_index)
+        notes.append(f"not part of the indexed model ({names}): judged on its own")
+    return notes
 
 
 def _num(v: float | None, fmt: str = ".4g") -> str:
