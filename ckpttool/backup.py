@@ -7,6 +7,12 @@ Layout, under a root folder (by default the folder of the file being backed up, 
         objects/<sha256>              the content, stored once however often it is backed up
         <UTC timestamp>/<file name>   a hard link to the object, for people browsing the folder
 
+A sharded model (a shard index, ``model.safetensors.index.json``...) is one record: the record is its
+index, ``parts`` its shards (each stored as an object too, the view folder holding them beside the
+index), its verdict that of the stored copies judged as one model. A restore checks every stored copy,
+stages every file as a temp beside its destination and renames them into place only when all are
+written (the index last), so a failure leaves the old model whole.
+
 The same content backed up twice is recorded twice and stored once. Before a record is appended the
 stored object is read back and its sha256 compared; restore checks it again before writing.
 
@@ -25,7 +31,8 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,6 +54,31 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
+class BackupPart:
+    """One shard of a sharded model's backup (the record itself is the model's index)."""
+
+    name: str  # the shard's file name as the index names it, relative to the index's folder
+    sha256: str
+    size: int
+    object_path: str  # relative to the backup folder: "objects/<sha256>"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "size": self.size, "object_path": self.object_path}
+
+    @classmethod
+    def from_dict(cls, d: object) -> BackupPart:
+        """A part read from a manifest, every field checked (the manifest may be hostile)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a part is a JSON object, not {type(d).__name__}")
+        name, sha, size = _field(d, "name", str), _checked_sha(d), _field(d, "size", int)
+        if not is_relative_inside(name) or "\\" in name:
+            raise ValueError(f"part name {_show(name)} is not a relative path inside the model's folder")
+        if size < 0:
+            raise ValueError(f"size {size} is negative")
+        return cls(name, sha, size, _checked_object_path(d, sha))
+
+
+@dataclass(frozen=True)
 class BackupRecord:
     """One backup: what was saved, from where, why, and where its content lives."""
 
@@ -61,6 +93,8 @@ class BackupRecord:
     view_path: str | None  # relative to the backup folder: "<timestamp>/<name>" (hard link), if made
     moved: bool = False  # the original was removed after the copy was verified (--move)
     backup_dir: Path | None = None  # the backup folder holding it (not stored in the manifest)
+    # A sharded model: the record is its index (sha256, size, object), these are its shards.
+    parts: tuple[BackupPart, ...] = ()
 
     @property
     def object_file(self) -> Path:
@@ -78,6 +112,7 @@ class BackupRecord:
             "object_path": self.object_path,
             "view_path": self.view_path,
             "moved": self.moved,
+            **({"parts": [p.to_dict() for p in self.parts]} if self.parts else {}),
         }
 
     @classmethod
@@ -89,12 +124,9 @@ class BackupRecord:
         """
         if not isinstance(d, dict):
             raise TypeError(f"a record is a JSON object, not {type(d).__name__}")
-        sha = _field(d, "sha256", str)
-        if not _SHA256.fullmatch(sha):
-            raise ValueError(f"sha256 {_show(sha)} is not 64 lowercase hex digits")
-        object_path = _field(d, "object_path", str)
-        if object_path != f"objects/{sha}":
-            raise ValueError(f"object_path {_show(object_path)} is not objects/<its sha256>")
+        sha = _checked_sha(d)
+        object_path = _checked_object_path(d, sha)
+        parts = _field(d, "parts", list, [])
         original = _field(d, "original_path", str)
         if not original.startswith("/") or "\0" in original:
             raise ValueError(f"original_path {_show(original)} is not an absolute path")
@@ -111,7 +143,7 @@ class BackupRecord:
             id=_field(d, "id", str), original_path=original, sha256=sha, size=size, verdict=verdict,
             reason=_field(d, "reason", str, ""), created_utc=_field(d, "created_utc", str),
             object_path=object_path, view_path=view, moved=_field(d, "moved", bool, False),
-            backup_dir=backup_dir,
+            backup_dir=backup_dir, parts=tuple(BackupPart.from_dict(p) for p in parts),
         )
 
 
@@ -123,12 +155,15 @@ class RestoreResult:
     target: Path  # where it was written
     replaced: BackupRecord | None  # backup of the file it replaced, if one was there and differed
     unchanged: bool  # the target already held exactly this content: nothing was written
+    # A sharded model: backups of existing shard files it replaced that the replaced index did not name
+    replaced_shards: tuple[BackupRecord, ...] = ()
 
     def to_dict(self) -> dict:
         return {
             "restored": self.record.to_dict(),
             "target": str(self.target),
             "replaced_backup": self.replaced.to_dict() if self.replaced else None,
+            "replaced_shard_backups": [r.to_dict() for r in self.replaced_shards],
             "unchanged": self.unchanged,
         }
 
@@ -159,7 +194,7 @@ def backup_file(path: str | Path, *, reason: str = "", move: bool = False,
     """Copy (or move) ``path`` into the backup folder and record it.
 
     Args:
-        path: the file to back up.
+        path: the file to back up; a shard index is backed up with every shard it names, as one record.
         reason: why, stored in the record.
         move: remove the original once the stored copy is verified.
         root: folder holding ``backup_old``; default: the file's own folder.
@@ -184,23 +219,51 @@ def backup_file(path: str | Path, *, reason: str = "", move: bool = False,
     from ckpttool.locking import file_lock
 
     path = Path(path)
-    # the descriptor, not the path, is what gets copied: a file swapped after the check is not read
-    fd = open_regular(path, action="cannot back up", follow_symlinks=False,
-                      symlink_hint="; back up the real file it points to")
-    with os.fdopen(fd, "rb") as src:
+    with ExitStack() as stack:
+        # the descriptors, not the paths, are what gets copied: a file swapped after the check is not read
+        src = _open_source(path, stack)
+        shards = _open_shards(path, src, stack)  # a shard index: its shards, backed up with it as one unit
         backup_dir = resolve_backup_dir(path, root=root)
         ensure_folder(backup_dir, mode=0o700)
         manifest = backup_dir / BACKUP_MANIFEST
         with file_lock(manifest):
             records = _read_records(backup_dir)  # a corrupted manifest stops us before anything is stored
-            sha, size = _store_object(src, path, backup_dir, permissions=os.fstat(fd).st_mode & 0o555)
-            record = _append_record(backup_dir, records, path, sha, size, reason=reason, move=move)
+            sha, size = _store_object(src, path, backup_dir, permissions=_readonly(src))
+            parts = tuple(_store_part(name, f, path, backup_dir) for name, f in shards)
+            record = _append_record(backup_dir, records, path, sha, size, reason=reason, move=move, parts=parts)
     if move:
-        try:
-            path.unlink()
-        except OSError as e:
-            raise OutputError(f"backed up {path} as {record.id} but could not remove it: {e.strerror or e}") from e
+        for p in (path, *(path.parent / name for name, _ in shards)):
+            try:
+                p.unlink()
+            except OSError as e:
+                raise OutputError(f"backed up {path} as {record.id} but could not remove {p}: {e.strerror or e}") from e
     return record
+
+
+def _open_source(path: Path, stack: ExitStack) -> BinaryIO:
+    fd = open_regular(path, action="cannot back up", follow_symlinks=False,
+                      symlink_hint="; back up the real file it points to")
+    return stack.enter_context(os.fdopen(fd, "rb"))
+
+
+def _open_shards(path: Path, src: BinaryIO, stack: ExitStack) -> list[tuple[str, BinaryIO]]:
+    """For a shard index: every shard it names, opened (the index parsed from the bytes being backed up)."""
+    from ckpttool.sharded import MAX_INDEX_BYTES, is_shard_index, parse_shard_index
+
+    if not is_shard_index(path):
+        return []
+    index = parse_shard_index(path, src.read(MAX_INDEX_BYTES + 1))
+    src.seek(0)
+    return [(name, _open_source(index.shard_path(name), stack)) for name in index.shards]
+
+
+def _store_part(name: str, src: BinaryIO, index: Path, backup_dir: Path) -> BackupPart:
+    sha, size = _store_object(src, index.parent / name, backup_dir, permissions=_readonly(src))
+    return BackupPart(name, sha, size, f"objects/{sha}")
+
+
+def _readonly(f: BinaryIO) -> int:
+    return os.fstat(f.fileno()).st_mode & 0o555
 
 
 def find_backup(id_or_path: str | Path, *, root: str | Path | None = None) -> BackupRecord:
@@ -245,7 +308,9 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
     must lie below the folder holding ``backup_old`` (a manifest that came with a repository cannot
     send a restore elsewhere); ``to`` names any target. The target is never inside ``backup_old``,
     a symlink, or anything but a regular file. A new file gets the stored copy's permissions plus
-    owner write; a replaced file keeps its own, narrowed to those.
+    owner write; a replaced file keeps its own, narrowed to those. A sharded model's shards go beside
+    its index (``to`` names the index); all its files are renamed into place only once every one is
+    written, the index last.
 
     Args:
         id_or_path: a backup id (or unique prefix), or a path inside ``backup_old``.
@@ -262,34 +327,60 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
 
     record = find_backup(id_or_path, root=root)
     target = _restore_target(record, to)
-    source = record.object_file
-    _check_store_folder(source.parent)
+    # (destination, recorded sha256, stored object): the file, or a sharded model's index and its shards
+    files = [(target, record.sha256, record.object_file)]
+    for part in record.parts:
+        dest = target.parent / part.name
+        _check_destination(record, dest, confined=to is None)
+        files.append((dest, part.sha256, _part_file(record, part)))
+    _check_store_folder(record.object_file.parent)
+    with ExitStack() as stack:
+        sources = [_open_stored(record, obj, sha, stack) for _, sha, obj in files]  # each checked
+        for dest, _, _ in files:
+            ensure_folder(dest.parent)
+        with file_lock(target):
+            existing = [_lstat(dest) for dest, _, _ in files]
+            same = [st is not None and _holds(dest, st, sha) for (dest, sha, _), st in zip(files, existing, strict=True)]
+            if all(same):
+                return RestoreResult(record, target, None, unchanged=True)
+            replaced = backup_file(target, reason="replaced by restore") if existing[0] and not same[0] else None
+            covered = {target, *(target.parent / p.name for p in replaced.parts)} if replaced else set()
+            replaced_shards = tuple(backup_file(dest, reason="replaced by restore")
+                                    for (dest, _, _), st, ok in zip(files, existing, same, strict=True)
+                                    if st is not None and not ok and dest not in covered)
+            # every file staged as a temp beside its destination; renamed into place only once all are
+            # written and checked, the index last (an ExitStack unwinds in reverse); any failure removes them all
+            with ExitStack() as writes:
+                for (dest, sha, _), src, st in zip(files, sources, existing, strict=True):
+                    permissions = (os.fstat(src.fileno()).st_mode & 0o777) | 0o200
+                    if st is not None:
+                        permissions &= st.st_mode & 0o777
+                    out = writes.enter_context(atomic_write(dest, permissions=permissions))
+                    src.seek(0)
+                    if copy_and_hash(src, out)[0] != sha:  # changed under us: abort, the temps are removed
+                        raise OutputError(f"backup {record.id} changed while being restored; nothing was restored")
+    return RestoreResult(record, target, replaced, unchanged=False, replaced_shards=replaced_shards)
+
+
+def _open_stored(record: BackupRecord, source: Path, sha: str, stack: ExitStack) -> BinaryIO:
+    """A stored object, opened and checked against its recorded sha256."""
     try:
         fd = open_regular(source, action=f"backup {record.id}: cannot read stored copy", follow_symlinks=False)
     except CheckpointNotFoundError as e:
         raise OutputError(f"backup {record.id}: stored copy {source} is missing; nothing was restored") from e
-    with os.fdopen(fd, "rb") as src:
-        actual, _ = copy_and_hash(src)
-        if actual != record.sha256:
-            raise OutputError(f"backup {record.id}: stored copy {source} has sha256 {actual}, recorded "
-                              f"{record.sha256}; it is damaged; nothing was restored")
-        permissions = (os.fstat(fd).st_mode & 0o777) | 0o200
-        ensure_folder(target.parent)
-        with file_lock(target):
-            replaced = None
-            existing = _lstat(target)
-            if existing is not None:
-                _check_restore_target(target, existing)
-                with os.fdopen(open_regular(target, action="cannot restore over", follow_symlinks=False), "rb") as f:
-                    if copy_and_hash(f)[0] == record.sha256:
-                        return RestoreResult(record, target, None, unchanged=True)
-                replaced = backup_file(target, reason="replaced by restore")
-                permissions &= existing.st_mode & 0o777
-            src.seek(0)
-            with atomic_write(target, permissions=permissions) as out:
-                if copy_and_hash(src, out)[0] != record.sha256:  # changed under us: abort, the temp is removed
-                    raise OutputError(f"backup {record.id} changed while being restored; nothing was restored")
-    return RestoreResult(record, target, replaced, unchanged=False)
+    src = stack.enter_context(os.fdopen(fd, "rb"))
+    actual, _ = copy_and_hash(src)
+    if actual != sha:
+        raise OutputError(f"backup {record.id}: stored copy {source} has sha256 {actual}, recorded "
+                          f"{sha}; it is damaged; nothing was restored")
+    return src
+
+
+def _holds(dest: Path, st: os.stat_result, sha: str) -> bool:
+    """Whether the existing regular file ``dest`` already holds content ``sha`` (refuses anything else)."""
+    _check_restore_target(dest, st)
+    with os.fdopen(open_regular(dest, action="cannot restore over", follow_symlinks=False), "rb") as f:
+        return copy_and_hash(f)[0] == sha
 
 
 # -- internals ------------------------------------------------------------------------------------
@@ -335,6 +426,20 @@ def _write_records(backup_dir: Path, records: list[BackupRecord]) -> None:
         f.write((json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
+def _checked_sha(d: dict) -> str:
+    sha = _field(d, "sha256", str)
+    if not _SHA256.fullmatch(sha):
+        raise ValueError(f"sha256 {_show(sha)} is not 64 lowercase hex digits")
+    return sha
+
+
+def _checked_object_path(d: dict, sha: str) -> str:
+    object_path = _field(d, "object_path", str)
+    if object_path != f"objects/{sha}":
+        raise ValueError(f"object_path {_show(object_path)} is not objects/<its sha256>")
+    return object_path
+
+
 def _field(d: dict, key: str, kind: type, *default: object):
     """``d[key]``, which must be a ``kind`` (bool is not an int here); ``default`` when given and absent."""
     value = d.get(key, *default) if default else d[key]
@@ -351,20 +456,21 @@ def _show(value: object, limit: int = 80) -> str:
 
 def _restore_target(record: BackupRecord, to: str | Path | None) -> Path:
     """Where a restore writes; refuses a recorded path outside the root and anything inside backup_old."""
+    target = Path(record.original_path) if to is None else Path(to)
+    _check_destination(record, target, confined=to is None)
+    return target
+
+
+def _check_destination(record: BackupRecord, dest: Path, *, confined: bool) -> None:
     backup_dir = record.backup_dir or resolve_backup_dir()
     root = backup_dir.absolute().parent
-    if to is None:
-        target = Path(record.original_path)
-        if not is_below(target, root):
-            raise InvalidArgumentError(
-                f"backup {record.id} was recorded from {target}, which is outside {root} (the folder holding "
-                f"{BACKUP_DIR}); nothing was restored; pass --to PATH to choose where it goes")
-    else:
-        target = Path(to)
-    if is_below(target, backup_dir):
-        raise InvalidArgumentError(f"cannot restore into the backup folder {backup_dir} itself ({target}); "
+    if confined and not is_below(dest, root):
+        raise InvalidArgumentError(
+            f"backup {record.id} was recorded from {dest}, which is outside {root} (the folder holding "
+            f"{BACKUP_DIR}); nothing was restored; pass --to PATH to choose where it goes")
+    if is_below(dest, backup_dir):
+        raise InvalidArgumentError(f"cannot restore into the backup folder {backup_dir} itself ({dest}); "
                                    "choose a target outside it")
-    return target
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -421,33 +527,42 @@ def _store_object(src: BinaryIO, path: Path, backup_dir: Path, *, permissions: i
 
 
 def _append_record(backup_dir: Path, records: list[BackupRecord], path: Path, sha: str, size: int, *,
-                   reason: str, move: bool) -> BackupRecord:
+                   reason: str, move: bool, parts: tuple[BackupPart, ...] = ()) -> BackupRecord:
     """Record a stored object (the caller holds the manifest's lock)."""
-    verdict = _verdict_of(backup_dir / "objects" / sha)  # the verdict of exactly what was stored
+    record = BackupRecord(
+        id="", original_path=str(path.absolute()), sha256=sha, size=size, verdict=None, reason=reason,
+        created_utc="", object_path=f"objects/{sha}", view_path=None, moved=move, backup_dir=backup_dir,
+        parts=parts,
+    )
+    verdict = _verdict_of(record)  # the verdict of exactly what was stored
     now = _dt.datetime.now(_dt.timezone.utc)
     stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
-    record_id = _unique_id(f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:8]}", {r.id for r in records})
-    view = _link_view(backup_dir, stamp, path.name, sha)
-    record = BackupRecord(
-        id=record_id, original_path=str(path.absolute()), sha256=sha, size=size, verdict=verdict,
-        reason=reason, created_utc=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        object_path=f"objects/{sha}", view_path=view, moved=move, backup_dir=backup_dir,
+    record = replace(
+        record, id=_unique_id(f"{now.strftime('%Y%m%dT%H%M%SZ')}-{sha[:8]}", {r.id for r in records}),
+        verdict=verdict, created_utc=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        view_path=_link_view(backup_dir, stamp, [(path.name, sha), *((p.name, p.sha256) for p in parts)]),
     )
     _write_records(backup_dir, [*records, record])
     return record
 
 
-def _link_view(backup_dir: Path, stamp: str, name: str, sha: str) -> str | None:
+def _link_view(backup_dir: Path, stamp: str, files: list[tuple[str, str]]) -> str | None:
+    """Hard links ``<stamp>/<name>`` to each stored object (a sharded model's shards beside its index,
+    so the view folder is itself the model); the first one's path, or None without hard links."""
     folder = backup_dir / stamp
     for i in range(100):
         candidate = folder if i == 0 else backup_dir / f"{stamp}-{i}"
         try:
             candidate.mkdir(parents=True, exist_ok=True)
-            os.link(backup_dir / "objects" / sha, candidate / name)  # fails if it exists: never overwrites
-            return (candidate / name).relative_to(backup_dir).as_posix()
+            if any(os.path.lexists(candidate / name) for name, _ in files):
+                continue
+            for name, sha in files:
+                (candidate / name).parent.mkdir(parents=True, exist_ok=True)
+                os.link(backup_dir / "objects" / sha, candidate / name)  # fails if it exists: never overwrites
+            return (candidate / files[0][0]).relative_to(backup_dir).as_posix()
         except FileExistsError:
             continue
-        except OSError:  # no hard links on this filesystem: the object alone is the backup
+        except OSError:  # no hard links on this filesystem: the objects alone are the backup
             return None
     return None
 
@@ -461,13 +576,23 @@ def _unique_id(base: str, taken: set[str]) -> str:
     return f"{base}-{i}"
 
 
-def _verdict_of(path: Path) -> str:
-    from ckpttool.verify import judge_file
+def _verdict_of(record: BackupRecord) -> str:
+    """The verdict of a record's stored objects (a sharded model: its stored index and shards, as one)."""
+    from ckpttool.sharded import load_sharded
+    from ckpttool.verify import judge_checkpoint, judge_file
 
     try:
-        return judge_file(path).verdict
+        if not record.parts:
+            return judge_file(record.object_file).verdict
+        objects = {p.name: _part_file(record, p) for p in record.parts}
+        with load_sharded(record.object_file, shard_files=objects) as ckpt:
+            return judge_checkpoint(ckpt)[1].verdict
     except CkptError:
         return "unreadable"
+
+
+def _part_file(record: BackupRecord, part: BackupPart) -> Path:
+    return (record.backup_dir or Path(".")) / part.object_path
 
 
 def ensure_folder(folder: Path, *, mode: int = 0o777) -> None:

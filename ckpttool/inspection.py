@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
-from ckpttool.loading import load_checkpoint
+from ckpttool.loading import find_checkpoints, load_checkpoint
+from ckpttool.sharded import ShardFile, hash_files
 from ckpttool.verdict import Verdict
 from ckpttool.verdict.stats import NUMERIC_FIELDS, TensorStats
 
@@ -31,6 +33,7 @@ class InspectReport:
     weight_sets: tuple[str | None, ...] = ()  # every weight set in the file; ``tensors`` are the first's
     params_without_optimizer_state: tuple[str, ...] | None = None  # see ckpttool.verdict.optimizer_state
     verdict: Verdict | None = None  # the verdict of ``tensors``, as ``verify`` gives it (default options)
+    shards: tuple[ShardFile, ...] = ()  # a sharded model (``path`` is its index): every shard
 
     @property
     def summary(self) -> dict:
@@ -63,6 +66,7 @@ class InspectReport:
             "params_without_optimizer_state": (
                 None if self.params_without_optimizer_state is None else list(self.params_without_optimizer_state)
             ),
+            "shards": [sh.to_dict() for sh in self.shards],
             "tensors": rows,
             "summary": self.summary,
         }
@@ -71,6 +75,13 @@ class InspectReport:
 def inspect_file(path: str | Path) -> InspectReport:
     """Load ``path`` safely and compute every tensor's statistics.
 
+    ``path`` may be a shard index, or a folder holding exactly one model (one checkpoint file, or one
+    sharded model: its shards are one model).
+
+    Raises:
+        InvalidArgumentError: a folder that holds more than one model.
+        The errors of ``load_checkpoint``.
+
     Example:
         >>> r = inspect_file("init_model/vit_tiny_cifar10_random_init.pth.tar")  # doctest: +SKIP
         >>> r.summary["by_status"]  # doctest: +SKIP
@@ -78,9 +89,10 @@ def inspect_file(path: str | Path) -> InspectReport:
     """
     from ckpttool.verify import judge_checkpoint
 
-    path = Path(path)
+    path = _one_model(Path(path))
     with load_checkpoint(path) as ckpt, ThreadPoolExecutor(max_workers=1) as pool:
         sha = pool.submit(file_sha256, path)  # on the second core while the statistics run here
+        shards = pool.submit(hash_files, ckpt.shards)
         stats, verdict = judge_checkpoint(ckpt)
         return InspectReport(
             path=path,
@@ -93,7 +105,18 @@ def inspect_file(path: str | Path) -> InspectReport:
             weight_sets=tuple(ckpt.weight_sets),
             params_without_optimizer_state=ckpt.params_without_optimizer_state,
             verdict=verdict,
+            shards=shards.result(),
         )
+
+
+def _one_model(path: Path) -> Path:
+    if not path.is_dir():
+        return path
+    found = find_checkpoints(path)
+    if len(found) != 1:
+        shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise InvalidArgumentError(f"inspect reads one model, and {path} holds {len(found)} ({shown}); pass one of them")
+    return found[0]
 
 
 def select_tensors(

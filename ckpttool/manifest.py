@@ -13,6 +13,10 @@ warning and do not fail the check: an experiment folder may hold scratch files, 
 the listed set. ``backup_old/``, dot-files and temp files are never considered; other files are found
 by the same suffixes, case-insensitive, as ``verify``'s folder mode.
 
+A sharded model is pinned file by file: its index (whose entry holds the model's verdict, judged
+over all shards) and every shard it names (checked by sha256 and size only; the index carries no
+hashes, so a shard the manifest does not list leaves the weights unpinned and fails the check).
+
 A manifest can arrive with a repository, so its keys are hostile: an absolute key, a ``..``
 component or a sha256 that is not 64 hex digits makes it a corrupted manifest, and a listed path that
 resolves (through symlinks) outside the manifest's folder, or that is not a regular file, is never
@@ -28,7 +32,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ckpttool.errors import CkptError, ManifestError
@@ -125,10 +129,12 @@ class ManifestCheck:
     # otherwise they count as unreadable.
     lfs_pointers: tuple[str, ...] = ()
     lfs_oids_checked: bool = False
+    # Shards of a listed sharded model that the manifest does not list: its weights are not pinned -> fails
+    unpinned_shards: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return not (self.missing or self.sha256_mismatches or self.verdict_mismatches)
+        return not (self.missing or self.sha256_mismatches or self.verdict_mismatches or self.unpinned_shards)
 
     def to_dict(self) -> dict:
         return {
@@ -141,6 +147,7 @@ class ManifestCheck:
             "unlisted": list(self.unlisted),
             "lfs_pointers": list(self.lfs_pointers),
             "lfs_oids_checked": self.lfs_oids_checked,
+            "unpinned_shards": list(self.unpinned_shards),
         }
 
 
@@ -265,6 +272,7 @@ def check_manifest(manifest_path: str | Path, *, lfs_oids: bool = False) -> Mani
         manifest_path = manifest_path / MANIFEST_NAME
     manifest = read_manifest(manifest_path)
     folder = manifest_path.parent
+    shards = _listed_shards(manifest, folder)
     checked, missing, hashes, verdicts, pointers = [], [], [], [], []
     for entry in manifest.entries:
         file = folder / entry.path
@@ -286,6 +294,8 @@ def check_manifest(manifest_path: str | Path, *, lfs_oids: bool = False) -> Mani
             continue
         if actual_sha != entry.sha256:
             hashes.append(HashMismatch(entry.path, entry.sha256, actual_sha))
+        if entry.path in shards:  # judged once, as its model, through the index's entry
+            continue
         try:
             verdict = judge_file(file)
             actual, reason = verdict.verdict, verdict.reason
@@ -297,7 +307,8 @@ def check_manifest(manifest_path: str | Path, *, lfs_oids: bool = False) -> Mani
         if actual != entry.expected_verdict:
             verdicts.append(VerdictMismatch(entry.path, entry.expected_verdict, actual, reason))
     listed = {e.path for e in manifest.entries}
-    unlisted = sorted(p for p in _checkpoint_files(folder) if p not in listed)
+    unpinned = sorted(p for p in shards if p not in listed)
+    unlisted = sorted(p for p in _checkpoint_files(folder) if p not in listed and p not in shards)
     return ManifestCheck(
         manifest=manifest_path,
         checked=tuple(sorted(checked)),
@@ -307,7 +318,26 @@ def check_manifest(manifest_path: str | Path, *, lfs_oids: bool = False) -> Mani
         unlisted=tuple(unlisted),
         lfs_pointers=tuple(sorted(pointers)),
         lfs_oids_checked=lfs_oids,
+        unpinned_shards=tuple(unpinned),
     )
+
+
+def _listed_shards(manifest: Manifest, folder: Path) -> set[str]:
+    """The shard files (manifest keys) of every listed shard index that can be read; an unreadable
+    index is judged, and fails, as its own entry."""
+    from ckpttool.sharded import is_shard_index, read_shard_index
+
+    out: set[str] = set()
+    for entry in manifest.entries:
+        if not is_shard_index(entry.path):
+            continue
+        try:
+            index = read_shard_index(folder / entry.path)
+        except CkptError:
+            continue
+        base = PurePosixPath(entry.path).parent
+        out.update((base / name).as_posix() for name in index.shards)
+    return out
 
 
 def _confined_sha256(file: Path, folder: Path) -> str:
@@ -330,12 +360,13 @@ def _confined_sha256(file: Path, folder: Path) -> str:
 
 def _checkpoint_files(folder: Path) -> list[str]:
     from ckpttool.loading import CHECKPOINT_SUFFIXES  # one suffix list for folder and manifest mode
+    from ckpttool.sharded import INDEX_SUFFIXES
 
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS and not d.startswith("."))
         for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(CHECKPOINT_SUFFIXES):
+            if name.startswith(".") or not name.lower().endswith(CHECKPOINT_SUFFIXES + INDEX_SUFFIXES):
                 continue
             found.append((Path(dirpath) / name).relative_to(folder).as_posix())
     return found

@@ -105,18 +105,21 @@ def read_shard_index(path: str | Path) -> ShardIndex:
     path = Path(path)
     try:
         with os.fdopen(open_regular(path, action="cannot read shard index"), "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_INDEX_BYTES:
-                raise ShardIndexError(f"shard index {path} is larger than {MAX_INDEX_BYTES >> 20} MiB; "
-                                      "an index lists names only, this is not one")
             raw = f.read(MAX_INDEX_BYTES + 1)
     except CheckpointNotFoundError:
-        raise
-    except ShardIndexError:
         raise
     except CkptError as e:  # a folder, FIFO, device
         raise ShardIndexError(str(e)) from e
     except OSError as e:
         raise ShardIndexError(f"cannot read shard index {path}: {e.strerror or e}") from e
+    return parse_shard_index(path, raw)
+
+
+def parse_shard_index(path: Path, raw: bytes) -> ShardIndex:
+    """:func:`read_shard_index` of bytes already read (``path`` names it in messages and locates its shards)."""
+    if len(raw) > MAX_INDEX_BYTES:
+        raise ShardIndexError(f"shard index {path} is larger than {MAX_INDEX_BYTES >> 20} MiB; "
+                              "an index lists names only, this is not one")
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:

@@ -35,7 +35,9 @@ def command():
     ckpttool backup PATH... [--reason TEXT] [--move] [--root DIR]
     ckpttool backup list [--root DIR] [--format json]
 
-    The backup folder is ROOT/backup_old, ROOT defaulting to each file's own folder.
+    The backup folder is ROOT/backup_old, ROOT defaulting to each file's own folder. A shard index
+    (model.safetensors.index.json) is backed up with every shard it names, as one record; a folder
+    backs up every model in it.
     """
 
 
@@ -48,8 +50,11 @@ def command():
 @format_option
 def _backup_paths(paths, reason, move, root, fmt):
     from ckpttool.backup import backup_file
+    from ckpttool.loading import find_checkpoints
 
-    records = [backup_file(p, reason=reason, move=move, root=root) for p in paths]
+    # a folder: every model in it (a sharded model once, as its index with its shards)
+    files = [f for p in paths for f in (find_checkpoints(p) if p.is_dir() else [p])]
+    records = [backup_file(f, reason=reason, move=move, root=root) for f in files]
     if is_json(fmt):
         emit_json({"backups": [r.to_dict() for r in records]})
         return
@@ -58,6 +63,9 @@ def _backup_paths(paths, reason, move, root, fmt):
         action = "moved" if r.moved else "copied"
         con.print(escape_text(f"{action} {r.original_path} -> {r.backup_dir / r.object_path}"), markup=False)
         con.print(escape_text(f"  id {r.id}  sha256 {r.sha256}  verdict {r.verdict}"), markup=False)
+        if r.parts:
+            con.print(escape_text(f"  sharded model: {len(r.parts)} shards backed up with it: "
+                                  + ", ".join(p.name for p in r.parts)), markup=False)
 
 
 @command.command("list")

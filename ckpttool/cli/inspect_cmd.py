@@ -11,7 +11,7 @@ from ckpttool.report.escape import escape_text
 
 
 @click.command("inspect")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("file", type=click.Path(path_type=str))
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose name matches, e.g. 'blocks.0.*'.")
 @click.option("--sort", type=click.Choice(SORT_COLUMNS), help="Sort by a column (numbers descending).")
 @click.option("--top", type=click.IntRange(min=1), help="Show only the first N rows.")
@@ -19,7 +19,11 @@ from ckpttool.report.escape import escape_text
               help="Write a PNG: each group coloured by what the verdict made of it, std and spectral ratio along the depth.")
 @format_option
 def command(file: str, pattern: str | None, sort: str | None, top: int | None, plot_path: str | None, fmt: str) -> None:
-    """Per-tensor statistics of FILE: mean, std, kurtosis, zeros, spectral ratio, status."""
+    """Per-tensor statistics of FILE: mean, std, kurtosis, zeros, spectral ratio, status.
+
+    FILE may be a shard index (model.safetensors.index.json) or a folder holding one model: a sharded
+    model is inspected as one.
+    """
     report = inspect_file(file)
     rows = select_tensors(report.tensors, pattern=pattern, sort=sort, top=top)
     if plot_path:
@@ -46,5 +50,8 @@ def command(file: str, pattern: str | None, sort: str | None, top: int | None, p
         f"{s['tensors']} tensors{shown}, {s['parameters']:,} values; {status}; dtypes: {dtypes}; "
         f"sha256 {report.sha256}"
     )
+    if report.shards:
+        print_to_stdout(escape_text(f"sharded model, sha256 of the index; {len(report.shards)} shards: " + ", ".join(
+            f"{sh.path.name} (sha256 {sh.sha256}, {sh.size:,} bytes)" for sh in report.shards)))
     if plot_path:
         click.echo(f"plot written to {escape_text(plot_path)}", err=True)

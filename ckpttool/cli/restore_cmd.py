@@ -42,4 +42,8 @@ def command(id_or_path, to, root, fmt):
         return
     if result.replaced is not None:
         say(f"backed up the replaced file as {result.replaced.id}")
+    for r in result.replaced_shards:
+        say(f"backed up the replaced shard {r.original_path} as {r.id}")
     say(f"restored {result.record.id} -> {result.target}  sha256 {result.record.sha256}")
+    if result.record.parts:
+        say(f"  with its {len(result.record.parts)} shards beside it: " + ", ".join(p.name for p in result.record.parts))

@@ -16,6 +16,7 @@ def render_manifest_check(check: ManifestCheck) -> str:
     if check.lfs_oids_checked:
         lines += [f"  lfs pointer        {p}: checked by its oid (content not fetched, verdict not checked)"
                   for p in check.lfs_pointers]
+    lines += [f"  shard not pinned   {p}: its model's index is listed, this shard is not" for p in check.unpinned_shards]
     lines += [f"  unlisted (warning) {p}" for p in check.unlisted]
     lines.append("manifest OK" if check.passed else "manifest FAILED")
     return "\n".join(escape_text(line) for line in lines)
