@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ckpttool.errors import WeightsUnavailableError
 
 # timm's hub repos hold these; safetensors first (no pickle), the .bin is loaded by our safe loader.
 DEFAULT_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+# A repo's model, as transformers and timm look for it: each format's shard index before its single file.
+REPO_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+                     "pytorch_model.bin")
 # What else the caller can do, named in each error: an option of the command that asked. `generate`
 # (download_weights) takes --weights-file; a hf:// path (download_file: verify and the other
 # commands that take one) can be replaced by a local copy.
@@ -48,10 +51,15 @@ class HubWeights:
     commit: str | None  # the commit the cached file belongs to (what the hub resolved the revision to)
     path: Path  # local file in the cache
     sha256: str = ""  # of the local file
+    # A sharded model (``filename`` is its index): every shard, from the index's commit, beside it in the cache.
+    shards: tuple[HubWeights, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"repo_id": self.repo_id, "filename": self.filename, "revision": self.revision,
-                "commit": self.commit, "sha256": self.sha256}
+        out = {"repo_id": self.repo_id, "filename": self.filename, "revision": self.revision,
+               "commit": self.commit, "sha256": self.sha256}
+        if self.shards:
+            out["shards"] = [{"filename": s.filename, "sha256": s.sha256} for s in self.shards]
+        return out
 
 
 def is_offline() -> bool:
@@ -149,6 +157,53 @@ def download_file(repo_id: str, filename: str, *, revision: str | None = None) -
         raise _not_cached_error(where, filename, LOCAL_COPY_FIX)
     raise WeightsUnavailableError(
         f"{where} has no file {filename!r} (the hub answered 404 for it); check the file name in the repo")
+
+
+def download_model(repo_id: str, *, revision: str | None = None) -> HubWeights:
+    """Fetch a repo's model: the first of ``REPO_WEIGHT_FILES`` it has, and for a shard index every
+    shard it names (each pinned to the commit the index came from, so a branch that moves meanwhile
+    cannot mix two saves), one ``hf_hub_download`` per file.
+
+    One file at a time rather than ``snapshot_download(allow_patterns=...)``: the shard names are
+    known only once the index is read, a pattern could fetch files the index does not name, and
+    each file goes through the same fault mapping and sha256 check as a single file.
+
+    Raises:
+        WeightsUnavailableError: as :func:`download_file`; also when the repo has none of the files
+            (the message names them) or lacks a shard its index names.
+        ShardIndexError: the downloaded index is broken or names a file outside the repo.
+
+    Example:
+        >>> download_model("org/llama-shards").shards[0].filename  # doctest: +SKIP
+        'model-00001-of-00002.safetensors'
+    """
+    from ckpttool.sharded import is_shard_index, read_shard_index
+
+    where = _where(repo_id, revision)
+    not_cached: list[str] = []
+    for filename in REPO_WEIGHT_FILES:
+        got = _fetch(repo_id, filename, revision, not_cached, LOCAL_COPY_FIX)
+        if got is None:
+            continue
+        if not is_shard_index(filename):
+            return got
+        shards = []
+        for name in read_shard_index(got.path).shards:
+            shard = _fetch(repo_id, name, got.commit or revision, not_cached, LOCAL_COPY_FIX)
+            if shard is None:
+                if not_cached:
+                    raise _not_cached_error(_where(repo_id, got.commit or revision), name, LOCAL_COPY_FIX)
+                raise WeightsUnavailableError(
+                    f"{where} has {filename} but not the shard {name!r} it names (the hub answered 404 for it); "
+                    "the repo is incomplete; tell its owners, or pass a local copy of the model")
+            shards.append(shard)
+        return replace(got, shards=tuple(shards))
+    looked_for = ", ".join(REPO_WEIGHT_FILES)
+    if not_cached:
+        raise _not_cached_error(where, None, LOCAL_COPY_FIX, what=f"none of {looked_for} is")
+    raise WeightsUnavailableError(
+        f"{where} has none of {looked_for} (the weight files transformers and timm look for); "
+        f"name its weight file: hf://{where}/FILE")
 
 
 # -- internals ------------------------------------------------------------------------------------
@@ -323,12 +378,14 @@ def _refill(fix: str) -> str:
     return f"run once with network access to fill the cache, or {fix}"
 
 
-def _not_cached_error(where: str, filename: str, fix: str) -> WeightsUnavailableError:
+def _not_cached_error(where: str, filename: str | None, fix: str, *,
+                      what: str = "the file is") -> WeightsUnavailableError:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     cache = hub_cache_dir() or HF_HUB_CACHE
+    name = where if filename is None else f"{where}/{filename}"
     return WeightsUnavailableError(
-        f"pretrained weights {where}/{filename} unavailable: HF_HUB_OFFLINE is set and the file is not "
+        f"pretrained weights {name} unavailable: HF_HUB_OFFLINE is set and {what} not "
         f"in {cache}; {_refill(fix)}")
 
 

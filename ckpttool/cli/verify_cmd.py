@@ -14,7 +14,7 @@ from ckpttool.verify import verify_paths
 
 
 @click.command("verify")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=str))  # files, folders, or hf://ORG/REPO[@REV]/FILE
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))  # files, folders, or hf://ORG/REPO[@REV][/FILE]
 @click.option(
     "--expect",
     type=click.Choice(["auto", "pretrained", "random", "any"]),
@@ -42,8 +42,13 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
             manifest: str | None, lfs_oids: bool, no_hashes: bool, fmt: str, plot_path: str | None) -> None:
     """Verdict pretrained / random / partial / corrupt for each checkpoint under PATHS.
 
-    A PATH may be a hub file, hf://ORG/REPO[@REVISION]/FILE: it is downloaded into the Hugging Face
-    cache first (HF_HUB_OFFLINE=1 reads the cache only) and reported with its repo, commit and sha256.
+    A PATH may be a hub file, hf://ORG/REPO[@REVISION]/FILE, or a hub repo, hf://ORG/REPO[@REVISION]
+    (its weights as transformers finds them: model.safetensors.index.json with every shard, else
+    model.safetensors, then the pytorch_model.bin pair): downloaded into the Hugging Face cache first
+    (HF_HUB_OFFLINE=1 reads the cache only) and reported with its repo, commit and sha256s.
+
+    A shard index (model.safetensors.index.json, pytorch_model.bin.index.json), or a folder holding
+    one, is one model judged across all its shards.
 
     Exit 0: every file passed; 1: a verdict or rule did not meet the expectation;
     2: a file could not be read or was refused as unsafe, or the arguments were wrong.
@@ -136,7 +141,9 @@ def _with_hub_sources(out: str, fmt: str, hub: dict) -> str:
         return json.dumps(doc, indent=2)
     from ckpttool.report.escape import escape_text
 
-    lines = [escape_text(f"{uri}: repo {got.repo_id}, commit {got.commit}, sha256 {got.sha256} (cached at {path})")
+    lines = [escape_text(f"{uri}: repo {got.repo_id}, commit {got.commit}, "
+                         + (f"{got.filename} sha256 {got.sha256} with {len(got.shards)} shards"
+                            if got.shards else f"sha256 {got.sha256}") + f" (cached at {path})")
              for path, (uri, got) in hub.items()]
     if fmt != "text":  # junit / github: keep their document intact, name the sources on stderr
         for line in lines:
