@@ -279,7 +279,14 @@ def _join(index: ShardIndex, shards: list[Checkpoint], files: tuple[Path, ...]) 
             where[stored] = name
             held.append(stored)
             entries.append((stored, ckpt, t))
-        _check_against_index(index, name, held)
+        _check_listed(index, name, held)
+    absent = [n for n in index.weight_map if n not in where]
+    if absent:
+        shard = index.weight_map[absent[0]]
+        absent = [n for n in absent if index.weight_map[n] == shard]
+        raise ShardIndexError(
+            f"{index.path} lists {len(absent)} tensor(s) in shard {_show(shard)} that it does not hold: "
+            f"{_names(absent)}; the shard is incomplete or from another save")
     extra = tuple(p for p in shards[0].stripped_prefixes
                   if p not in DEFAULT_PREFIXES and all(p in c.stripped_prefixes for c in shards))
     names, stripped = strip_prefixes([e[0] for e in entries], extra)
@@ -310,8 +317,8 @@ def _join(index: ShardIndex, shards: list[Checkpoint], files: tuple[Path, ...]) 
     )
 
 
-def _check_against_index(index: ShardIndex, shard: str, held: list[str]) -> None:
-    """The shard holds exactly what the index maps to it."""
+def _check_listed(index: ShardIndex, shard: str, held: list[str]) -> None:
+    """Everything the shard holds is mapped to it (what it lacks is told once all shards are read)."""
     unlisted = [n for n in held if n not in index.weight_map]
     if unlisted:
         raise ShardIndexError(
@@ -323,12 +330,6 @@ def _check_against_index(index: ShardIndex, shard: str, held: list[str]) -> None
         raise ShardIndexError(
             f"{index.path} maps tensor {_show(n)} to shard {_show(index.weight_map[n])}, but it is in "
             f"{_show(shard)}; the index and the shards are from different saves")
-    have = set(held)
-    absent = [n for n, s in index.weight_map.items() if s == shard and n not in have]
-    if absent:
-        raise ShardIndexError(
-            f"{index.path} lists {len(absent)} tensor(s) in shard {_show(shard)} that it does not hold: "
-            f"{_names(absent)}; the shard is incomplete or from another save")
 
 
 def _show(value: object, limit: int = 80) -> str:
