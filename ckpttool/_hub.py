@@ -379,13 +379,13 @@ def _refill(fix: str) -> str:
 
 
 def _not_cached_error(where: str, filename: str | None, fix: str, *,
-                      what: str = "the file is") -> WeightsUnavailableError:
+                      what: str = "the file is not") -> WeightsUnavailableError:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     cache = hub_cache_dir() or HF_HUB_CACHE
     name = where if filename is None else f"{where}/{filename}"
     return WeightsUnavailableError(
-        f"pretrained weights {name} unavailable: HF_HUB_OFFLINE is set and {what} not "
+        f"pretrained weights {name} unavailable: HF_HUB_OFFLINE is set and {what} "
         f"in {cache}; {_refill(fix)}")
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 _SERVER = r"""
 import json, os, sys, traceback
-import torch, timm  # the slow imports, once
-import ckpttool.cli, ckpttool.generate, ckpttool.verify
+import PRELOAD  # the slow imports, once
+import ckpttool.cli, ckpttool.verify
 reply = sys.stdout
 for line in sys.stdin:
     req = json.loads(line)
@@ -56,10 +56,11 @@ for line in sys.stdin:
 class ForkedCli:
     """``run(env, *args) -> (code, stdout, stderr)``; ``close()`` when done."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], *, preload: str = "torch, timm, ckpttool.generate"):
+        """``preload``: the modules the warm process imports once (`verify` alone needs neither torch nor timm)."""
         self._dir = Path(tempfile.mkdtemp(prefix="ckpttool-forked-cli-"))
-        self._proc = subprocess.Popen([sys.executable, "-c", _SERVER], env=env, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen([sys.executable, "-c", _SERVER.replace("PRELOAD", preload)], env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._n = 0
 
     def run(self, env: dict[str, str], *args: str) -> tuple[int, str, str]:

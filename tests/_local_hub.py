@@ -13,19 +13,22 @@ stored with LFS:
   ``Content-Length`` and ``Range`` support (``206`` + ``Content-Range``), which the client uses to
   resume a dropped download.
 
-Faults are set per test on :attr:`LocalHub.fault` and apply to CDN downloads (``hub_fault`` to
-the hub's metadata answers). Every request is logged in :attr:`LocalHub.requests`.
+Faults are set per test on :attr:`LocalHub.fault` and apply to CDN downloads (of the blobs in
+:attr:`LocalHub.fault_blobs` only, when set; ``hub_fault`` to the hub's metadata answers). Every
+request is logged in :attr:`LocalHub.requests`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
@@ -60,6 +63,7 @@ class LocalHub:
 
     repos: dict[str, Repo] = field(default_factory=dict)
     fault: str | None = None
+    fault_blobs: set[str] | None = None  # when set, CDN faults hit only these blobs (sha256s): one shard
     hub_fault: str | None = None
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
@@ -117,7 +121,7 @@ class LocalHub:
     def reset(self) -> None:
         """No repos, no faults, no request log: a fresh hub on the same ports."""
         self.repos.clear()
-        self.fault = self.hub_fault = None
+        self.fault = self.hub_fault = self.fault_blobs = None
         self.requests.clear()
         self._faulted = False
 
@@ -133,6 +137,20 @@ class LocalHub:
                     if hashlib.sha256(data).hexdigest() == sha:
                         return data
         return None
+
+
+def hub_env(hub: LocalHub | None, home: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a client process: this hub, a private cache under ``home``, no token, no
+    proxy, short timeouts."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGING_FACE", "TRANSFORMERS_")) and "proxy" not in k.lower()}
+    env.update(HF_HOME=str(home / "hf-home"), HF_HUB_CACHE=str(home / "hf-cache"), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_IMPLICIT_TOKEN="1", HF_HUB_DOWNLOAD_TIMEOUT="1", HF_HUB_ETAG_TIMEOUT="5",
+               NO_PROXY="127.0.0.1,localhost", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200")
+    if hub is not None:
+        env["HF_ENDPOINT"] = hub.endpoint
+    env.update(extra)
+    return env
 
 
 def _server(hub: LocalHub, handler: type) -> ThreadingHTTPServer:
@@ -224,10 +242,10 @@ class _CdnHandler(_Handler):
         data = hub.blob(m["sha"]) if m else None
         if data is None:
             return self._error(404, None, "NoSuchKey")
+        fault = hub.fault if hub.fault_blobs is None or m["sha"] in hub.fault_blobs else None
         with hub._lock:
             first = not hub._faulted
-            hub._faulted = True
-        fault = hub.fault
+            hub._faulted = hub._faulted or fault is not None
         if fault == "500":
             return self._error(500, None, "Internal Server Error")
         if fault in ("drop", "stall") and not first:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import _init_fixtures as fx
 import pytest
 from _forked_cli import ForkedCli
 from _init_fixtures import ARCH, COMMIT, REPO_ID, TAG, TINY_KWARGS_JSON
-from _local_hub import LocalHub
+from _local_hub import LocalHub, hub_env
 
 trained_weights = fx.trained_weights
 random_weights = fx.random_weights
@@ -46,19 +45,6 @@ class Result:
     @property
     def error_lines(self) -> list[str]:
         return [ln for ln in self.err.splitlines() if ln.startswith("error:")]
-
-
-def hub_env(hub: LocalHub | None, home: Path, **extra: str) -> dict[str, str]:
-    """A clean environment: this hub, a private cache, no token, no proxy, short timeouts."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "HUGGING_FACE", "TRANSFORMERS_")) and "proxy" not in k.lower()}
-    env.update(HF_HOME=str(home / "hf-home"), HF_HUB_CACHE=str(home / "hf-cache"), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_IMPLICIT_TOKEN="1", HF_HUB_DOWNLOAD_TIMEOUT="1", HF_HUB_ETAG_TIMEOUT="5",
-               NO_PROXY="127.0.0.1,localhost", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200")
-    if hub is not None:
-        env["HF_ENDPOINT"] = hub.endpoint
-    env.update(extra)
-    return env
 
 
 def run_ckpttool(env: dict[str, str], *args: str) -> Result:
