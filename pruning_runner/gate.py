@@ -85,6 +85,18 @@ def _copy_hashing(src: Path, dst: Path) -> str:
     return digest.hexdigest()
 
 
+def _refuse_sharded(src: Path) -> None:
+    """The gate copies ONE file and judges the copy; a sharded model (an index and its shards) is not
+    supported here: refuse it by name rather than judge an index copied without its shards."""
+    from ckpttool.errors import InvalidArgumentError
+    from ckpttool.sharded import is_shard_index
+
+    if src.is_dir() or is_shard_index(src):
+        raise InvalidArgumentError(
+            f"--init takes one checkpoint file, and {src} is a {'folder' if src.is_dir() else 'sharded model index'}; "
+            "the runner's inits are single files (`ckpttool generate` writes one)")
+
+
 def read_checked_init(path: str | Path, *, allow_random: bool = False, allow_partial: bool = False) -> CheckedInit:
     """Read ``path`` ONCE, then judge, hash and load those same bytes; refuse them unless the verdict is acceptable.
 
@@ -96,12 +108,14 @@ def read_checked_init(path: str | Path, *, allow_random: bool = False, allow_par
     Raises:
         GateRefusedError: (exit 1) verdict not accepted; ``.evidence`` holds the verdict's dict.
         CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError: unreadable init (exit 2).
+        InvalidArgumentError: a folder or a sharded model's index (the gate reads single files).
     """
     from ckpttool.digest import weights_digest
     from ckpttool.torch_state import load_state_dict
     from ckpttool.verify import verify_file
 
     src = Path(path)
+    _refuse_sharded(src)
     with tempfile.TemporaryDirectory(prefix="ckpttool-init-") as tmp:
         copy = Path(tmp) / src.name  # the same name: formats are told apart by their suffix too
         sha = _copy_hashing(src, copy)

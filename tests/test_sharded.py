@@ -232,3 +232,13 @@ def test_index_metadata_and_names_in_messages_are_hostile_input(tmp_path, model)
     with pytest.raises(ShardIndexError) as info:
         load_checkpoint(model)
     assert "'evil\\n::error::forged'" in str(info.value)  # quoted as repr: one line whatever it holds
+
+
+def test_the_pruning_runner_gate_takes_single_files_only(model):
+    """The gate judges a private copy of ONE file; a sharded init is refused by name, not judged half."""
+    from ckpttool.errors import InvalidArgumentError
+    from pruning_runner.gate import read_checked_init
+
+    for given, what in ((model, "sharded model index"), (model.parent, "folder")):
+        with pytest.raises(InvalidArgumentError, match=f"--init takes one checkpoint file, and .* is a {what}"):
+            read_checked_init(given)
