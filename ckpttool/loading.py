@@ -169,6 +169,19 @@ class Checkpoint:
             yield np.array(rows[i : i + per], dtype=native, order="C").reshape(-1)
         self._release_all(view, base)
 
+    def stored_view(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """One tensor's stored values as a view into the mapped file, and that mapping (for a reader
+        that keeps none, a fresh copy and None): what ``raw_chunks`` and ``values`` read. A sharded
+        model (``ckpttool.sharded``) hands each tensor's view over from its shard through this.
+
+        Raises:
+            InvalidArgumentError: no tensor has that name.
+        """
+        source = self._source(name)
+        if self._view is None:
+            return self.raw(name), None
+        return self._reader(self._view)(source)
+
     def values(self, name: str) -> StoredValues:
         """One tensor's values, widened only where indexed (``ckpttool.formats.stored``): what the
         statistics of a large tensor sample from. Its pages stay mapped until ``release(name)``."""

@@ -312,6 +312,7 @@ def _join(index: ShardIndex, shards: list[Checkpoint], files: tuple[Path, ...]) 
         sources=sources,
         read=lambda src: src[0].array(src[1]),
         raw=lambda src: src[0].raw(src[1]),
+        view=lambda src: src[0].stored_view(src[1]),  # raw_chunks / values / release: bounded memory per shard
         close=close,
         shards=files,
     )

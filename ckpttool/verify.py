@@ -17,8 +17,8 @@ from pathlib import Path
 from ckpttool.errors import InvalidArgumentError
 from ckpttool.hashing import file_sha256
 from ckpttool.loading import Checkpoint, load_checkpoint
-from ckpttool.sweep import sweep_checkpoint
 from ckpttool.sharded import ShardFile, hash_files, outside_indexes
+from ckpttool.sweep import sweep_checkpoint
 from ckpttool.verdict import Verdict, judge
 from ckpttool.verdict.rules import Rule, RuleResult, evaluate_rule, parse_rule
 from ckpttool.verdict.stats import TensorStats

@@ -242,3 +242,16 @@ def test_the_pruning_runner_gate_takes_single_files_only(model):
     for given, what in ((model, "sharded model index"), (model.parent, "folder")):
         with pytest.raises(InvalidArgumentError, match=f"--init takes one checkpoint file, and .* is a {what}"):
             read_checked_init(given)
+
+
+def test_tensors_are_read_from_their_shard_in_bounded_chunks(model):
+    """The composite hands each tensor's mapped view over from its shard: raw_chunks reads a tensor in
+    pieces (bounded memory at any size), exactly the bytes the shard itself gives."""
+    import numpy as np
+
+    name = "blocks.0.mlp.fc1.weight"  # 256 x 64 float32 = 64 KiB, in the second shard
+    with load_checkpoint(model) as ckpt, load_checkpoint(model.parent / "model-00002-of-00003.safetensors") as shard:
+        chunks = [c.copy() for c in ckpt.raw_chunks(name, max_bytes=4096)]
+        assert len(chunks) == 16 and all(c.nbytes == 4096 for c in chunks)
+        assert np.array_equal(np.concatenate(chunks), shard.raw(name).reshape(-1))
+        assert np.array_equal(ckpt.values(name)[:5], shard.values(name)[:5])
