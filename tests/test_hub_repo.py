@@ -45,31 +45,28 @@ def random_repo(tmp_path_factory, random_weights) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def module_hub():
+def warm(tmp_path_factory):
+    """The module's hub and a warm CLI process that imports huggingface_hub, not torch or timm."""
     with LocalHub() as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
-def forked_cli(module_hub, tmp_path_factory):
-    cli = ForkedCli(hub_env(module_hub, tmp_path_factory.mktemp("warm")), preload="huggingface_hub, ckpttool._hub")
-    yield cli
-    cli.close()
+        cli = ForkedCli(hub_env(h, tmp_path_factory.mktemp("warm")), preload="huggingface_hub, ckpttool._hub")
+        yield h, cli
+        cli.close()
 
 
 @pytest.fixture
-def hub(module_hub, trained_repo) -> LocalHub:
-    module_hub.reset()
-    module_hub.add_repo(REPO, {**trained_repo, "README.md": b"# shards\n"}, commit=COMMIT)
-    return module_hub
+def hub(warm, trained_repo) -> LocalHub:
+    h, _ = warm
+    h.reset()
+    h.add_repo(REPO, {**trained_repo, "README.md": b"# shards\n"}, commit=COMMIT)
+    return h
 
 
 @pytest.fixture
-def verify(forked_cli, hub, tmp_path):
+def verify(warm, hub, tmp_path):
     """``verify(*args, **env) -> (code, out, err)``: `ckpttool verify` against the hub, a private cache."""
 
     def _run(*args: str, **env: str):
-        return forked_cli.run(hub_env(hub, tmp_path, **env), "verify", *args)
+        return warm[1].run(hub_env(hub, tmp_path, **env), "verify", *args)
 
     return _run
 
