@@ -75,8 +75,8 @@ class InspectReport:
 def inspect_file(path: str | Path) -> InspectReport:
     """Load ``path`` safely and compute every tensor's statistics.
 
-    ``path`` may be a shard index, or a folder holding exactly one model (one checkpoint file, or one
-    sharded model: its shards are one model).
+    ``path`` may be a shard index (or one of its shards: the model is inspected), or a folder holding
+    exactly one model (one checkpoint file, or one sharded model).
 
     Raises:
         InvalidArgumentError: a folder that holds more than one model.
@@ -110,9 +110,7 @@ def inspect_file(path: str | Path) -> InspectReport:
 
 
 def _one_model(path: Path) -> Path:
-    if not path.is_dir():
-        return path
-    found = find_checkpoints(path)
+    found = find_checkpoints(path)  # a shard stands for its model; a folder must hold one model
     if len(found) != 1:
         shown = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
         raise InvalidArgumentError(f"inspect reads one model, and {path} holds {len(found)} ({shown}); pass one of them")

@@ -31,7 +31,7 @@ from ckpttool.formats.dtypes import TORCH_DTYPES
 from ckpttool.formats.safetensors import SafetensorsFile
 from ckpttool.formats.stored import StoredValues
 from ckpttool.formats.torch_tensors import TensorRef
-from ckpttool.sharded import INDEX_SUFFIXES, is_shard_index, load_sharded, split_indexed
+from ckpttool.sharded import INDEX_SUFFIXES, index_naming, is_shard_index, load_sharded, split_indexed
 from ckpttool.verdict.optimizer_state import params_without_optimizer_state
 from ckpttool.weight_sets import METADATA_KEY, WeightSet, no_tensors, strip_prefixes, unwrap
 
@@ -363,6 +363,7 @@ def _tensor_info(name: str, ref: TensorRef) -> TensorInfo:
 
 def find_checkpoints(path: str | Path) -> list[Path]:
     """The checkpoint files at ``path``: the file itself, or every one under a folder (recursive, sorted).
+    A shard named by an index beside it stands for its model: the index is returned.
 
     Files are picked by suffix (``CHECKPOINT_SUFFIXES``, ``.pth.tar`` included, case-insensitive).
     A sharded model is one entry, its index (``INDEX_SUFFIXES``): the shards it names are left out;
@@ -384,7 +385,7 @@ def find_checkpoints(path: str | Path) -> list[Path]:
             raise CheckpointNotFoundError(
                 f"{path} does not exist; pass a checkpoint file or a folder of them"
             )
-        return [path]  # a file, FIFO or device: the reader says what it is
+        return [index_naming(path) or path]  # a file, FIFO or device: the reader says what it is
     found = sorted(
         p
         for p in path.rglob("*")

@@ -210,6 +210,23 @@ def split_indexed(files: Sequence[Path]) -> list[Path]:
     return [f for f in files if os.path.normpath(f) not in named]
 
 
+def index_naming(file: Path) -> Path | None:
+    """The shard index beside ``file`` that names it as a shard, if any: a shard passed on its own is
+    judged as part of its model (a pre-commit hook passes the changed shard files). An unreadable
+    index beside it is passed over here; it is refused when it, or its folder, is given."""
+    file = Path(file)
+    if is_shard_index(file) or not file.parent.is_dir():
+        return None
+    for index in sorted(p for p in file.parent.iterdir() if is_shard_index(p) and p.is_file()):
+        try:
+            names = read_shard_index(index).shards
+        except CkptError:
+            continue
+        if file.name in names:
+            return index
+    return None
+
+
 def outside_indexes(files: Sequence[Path]) -> dict[Path, tuple[Path, ...]]:
     """For each checkpoint file among ``files`` that sits beside an index among them (which, after
     :func:`split_indexed`, does not name it), those indexes: it is not part of their model."""

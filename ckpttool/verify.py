@@ -279,6 +279,7 @@ def verify_paths(
     files: list[Path] = []
     for p in paths:
         files.extend(find_checkpoints(p))
+    files = list(dict.fromkeys(files))  # two shards of one model given: the model once
     beside = outside_indexes(files)
     reports, errors = [], []
     for f in files:

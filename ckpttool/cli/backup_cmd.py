@@ -53,7 +53,7 @@ def _backup_paths(paths, reason, move, root, fmt):
     from ckpttool.loading import find_checkpoints
 
     # a folder: every model in it (a sharded model once, as its index with its shards)
-    files = [f for p in paths for f in (find_checkpoints(p) if p.is_dir() else [p])]
+    files = dict.fromkeys(f for p in paths for f in (find_checkpoints(p) if p.is_dir() else [p]))
     records = [backup_file(f, reason=reason, move=move, root=root) for f in files]
     if is_json(fmt):
         emit_json({"backups": [r.to_dict() for r in records]})

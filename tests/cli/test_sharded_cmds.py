@@ -213,3 +213,14 @@ def test_backup_the_folder_then_restore_by_id(capsys, folder):
     assert f"with its 3 shards beside it: {', '.join(SHARDS)}" in r.out
     r = run_cli(capsys, "verify", str(folder), "--expect", "pretrained")
     assert r.code == 0 and "1/1 passed" in r.out
+
+
+def test_shards_given_alone_stand_for_their_model(capsys, folder):
+    """As the pre-commit hook passes them: the changed shard files, perhaps several of one model."""
+    r = run_cli(capsys, "verify", str(folder / SHARDS[2]), str(folder / SHARDS[0]), "--format", "json",
+                "--expect", "pretrained")
+    assert r.code == 0, r.err
+    (model,) = json.loads(r.out)["files"]  # once, as its index; the head's shard alone is inconclusive
+    assert model["path"] == str(folder / SAFETENSORS_INDEX) and len(model["shards"]) == 3
+    r = run_cli(capsys, "inspect", str(folder / SHARDS[1]), "--format", "json")
+    assert json.loads(r.out)["path"] == str(folder / SAFETENSORS_INDEX)
