@@ -247,6 +247,9 @@ def _check_shard_name(index: Path, shard: str) -> None:
         raise ShardIndexError(
             f"shard index {index} names shard file {_show(shard)}, which is not a relative path inside its "
             "folder (absolute paths, '..' and '\\' are refused); nothing was read")
+    if is_shard_index(shard):  # an index as its own shard (or another's) would be opened without end
+        raise ShardIndexError(f"shard index {index} names {_show(shard)}, a shard index, as a shard file; "
+                              "nothing was read")
 
 
 def _check_shard_files(index: ShardIndex, files: list[Path]) -> None:

@@ -102,6 +102,10 @@ BROKEN = {
         lambda f: _edit_map(f, lambda m: m.update({"head.bias": "../x/model.safetensors"})),
         "error: shard index {i} names shard file '../x/model.safetensors', which is not a relative path inside "
         "its folder (absolute paths, '..' and '\\' are refused); nothing was read"),
+    "index as its own shard": (
+        lambda f: _edit_map(f, lambda m: m.update({"head.bias": SAFETENSORS_INDEX})),
+        "error: shard index {i} names 'model.safetensors.index.json', a shard index, as a shard file; "
+        "nothing was read"),
     "hostile name": (
         lambda f: _edit_map(f, lambda m: m.update({"x\x1b[2K\n::error::forged": SHARDS[0]})),
         "error: {i} lists 1 tensor(s) in shard 'model-00001-of-00003.safetensors' that it does not hold: "
