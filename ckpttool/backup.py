@@ -216,13 +216,19 @@ def backup_file(path: str | Path, *, reason: str = "", move: bool = False,
         >>> rec.id
         '20260117T085012Z-1a2b3c4d'
     """
+    return _backup(Path(path), reason=reason, move=move, root=root, with_shards=True)
+
+
+def _backup(path: Path, *, reason: str, move: bool, root: str | Path | None, with_shards: bool) -> BackupRecord:
+    """``backup_file``; ``with_shards=False`` stores a shard index as a plain file (a damaged one that
+    a restore replaces)."""
     from ckpttool.locking import file_lock
 
-    path = Path(path)
     with ExitStack() as stack:
         # the descriptors, not the paths, are what gets copied: a file swapped after the check is not read
         src = _open_source(path, stack)
-        shards = _open_shards(path, src, stack)  # a shard index: its shards, backed up with it as one unit
+        # a shard index: its shards, backed up with it as one unit
+        shards = _open_shards(path, src, stack) if with_shards else []
         backup_dir = resolve_backup_dir(path, root=root)
         ensure_folder(backup_dir, mode=0o700)
         manifest = backup_dir / BACKUP_MANIFEST
@@ -343,7 +349,7 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
             same = [st is not None and _holds(dest, st, sha) for (dest, sha, _), st in zip(files, existing, strict=True)]
             if all(same):
                 return RestoreResult(record, target, None, unchanged=True)
-            replaced = backup_file(target, reason="replaced by restore") if existing[0] and not same[0] else None
+            replaced = _backup_replaced(target) if existing[0] and not same[0] else None
             covered = {target, *(target.parent / p.name for p in replaced.parts)} if replaced else set()
             replaced_shards = tuple(backup_file(dest, reason="replaced by restore")
                                     for (dest, _, _), st, ok in zip(files, existing, same, strict=True)
@@ -360,6 +366,17 @@ def restore_backup(id_or_path: str | Path, *, to: str | Path | None = None,
                     if copy_and_hash(src, out)[0] != sha:  # changed under us: abort, the temps are removed
                         raise OutputError(f"backup {record.id} changed while being restored; nothing was restored")
     return RestoreResult(record, target, replaced, unchanged=False, replaced_shards=replaced_shards)
+
+
+def _backup_replaced(target: Path) -> BackupRecord:
+    """Back up what a restore replaces: a sharded model as a unit, or, when its index is damaged or
+    names shards that are gone (often why it is being restored), the index alone as a file."""
+    from ckpttool.errors import ShardIndexError
+
+    try:
+        return backup_file(target, reason="replaced by restore")
+    except (ShardIndexError, CheckpointNotFoundError, InvalidArgumentError):
+        return _backup(target, reason="replaced by restore", move=False, root=None, with_shards=False)
 
 
 def _open_stored(record: BackupRecord, source: Path, sha: str, stack: ExitStack) -> BinaryIO:

@@ -195,6 +195,19 @@ def test_backup_and_restore_a_sharded_model_as_one_unit(tmp_path, model):
     assert contents(other.parent) == before
 
 
+def test_restore_over_a_damaged_index_keeps_the_damaged_one_as_a_file(tmp_path, model):
+    from ckpttool.backup import backup_file, restore_backup
+
+    before = contents(model.parent)
+    record = backup_file(model)
+    damaged = '{"weight_map": {"x": "gone.safetensors"}}'  # an index naming a shard that is gone
+    model.write_text(damaged)
+    result = restore_backup(record.id, root=model.parent)
+    assert result.replaced.parts == () and result.replaced.verdict == "unreadable"
+    assert (result.replaced.backup_dir / result.replaced.object_path).read_text() == damaged
+    assert contents(model.parent) == before
+
+
 def test_a_backup_manifest_part_outside_the_model_folder_is_refused(tmp_path, model):
     from ckpttool.backup import backup_file, list_backups
     from ckpttool.errors import ManifestError
