@@ -34,12 +34,17 @@ from ckpttool.verify import verify_paths
 @click.option("--no-hashes", is_flag=True,
               help="Skip the file's sha256 and the weights digest (reported as null): the same checks, "
                    "for screening many or large files quickly. Not with --manifest.")
+@click.option("--remote", is_flag=True,
+              help="For hf:// paths: judge the model's safetensors in place by HTTP range requests (headers, "
+                   "then only the bytes the statistics need) without downloading it. NaN/Inf are checked only "
+                   "in the bytes read (the report says how many); no sha256 or weights digest.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="text, json, junit (JUnit XML), github (workflow annotations) or sarif (SARIF 2.1.0).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="For one checkpoint: write a PNG of its groups coloured by the verdict (needs the torch extra).")
 def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include_head: bool, count_stem: bool,
-            manifest: str | None, lfs_oids: bool, no_hashes: bool, fmt: str, plot_path: str | None) -> None:
+            manifest: str | None, lfs_oids: bool, no_hashes: bool, remote: bool, fmt: str,
+            plot_path: str | None) -> None:
     """Verdict pretrained / random / partial / corrupt for each checkpoint under PATHS.
 
     A PATH may be a hub file, hf://ORG/REPO[@REVISION]/FILE, or a hub repo, hf://ORG/REPO[@REVISION]
@@ -63,10 +68,15 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
         raise InvalidArgumentError("--lfs-oids checks pointers against a manifest; add --manifest FILE")
     if plot_path and not paths:
         raise InvalidArgumentError("--plot draws one checkpoint given as PATH; add it")
+    if remote:
+        _check_remote_paths(paths, manifest, plot_path)
     codes = []
     if manifest:
         codes.append(_check_manifest(manifest, fmt, lfs_oids))
-    if paths:
+    if paths and remote:
+        codes.append(_verify_remote(paths, fmt, expect=expect, rules=rules, include_head=include_head,
+                                    count_stem=count_stem))
+    elif paths:
         paths, hub = _fetch_hub_paths(paths)
         if plot_path:
             _check_one_file(paths)
@@ -85,6 +95,50 @@ def command(paths: tuple[str, ...], expect: str, rules: tuple[str, ...], include
             click.echo(f"plot written to {escape_text(plot_path)}", err=True)
         codes.append(run.exit_code)
     sys.exit(max(codes))
+
+
+def _check_remote_paths(paths: tuple[str, ...], manifest: str | None, plot_path: str | None) -> None:
+    from ckpttool.hub_paths import is_hub_path
+
+    if manifest or plot_path:
+        raise InvalidArgumentError("--remote reads hub models in place; it takes neither --manifest nor --plot")
+    local = [p for p in paths if not is_hub_path(p)]
+    if local or not paths:
+        raise InvalidArgumentError(f"--remote reads hf://ORG/REPO[@REV][/FILE] paths only, not {local[0] if local else 'none'}"
+                                   "; drop --remote for local files")
+
+
+def _verify_remote(paths: tuple[str, ...], fmt: str, **options) -> int:
+    """Judge each hub model in place; the report as for downloaded files, plus what was read."""
+    import json
+
+    from ckpttool.remote import verify_remote
+    from ckpttool.verify import VerifyRun
+
+    reports, read = [], {}
+    for p in paths:
+        report, got = verify_remote(p, **options)
+        reports.append(report)
+        read[str(report.path)] = got
+    run = VerifyRun(tuple(reports), ())
+    out = get_renderer(fmt)(run)
+    if fmt == "json":
+        doc = json.loads(out)
+        for f in doc["files"]:
+            f["remote"] = read[f["path"]].to_dict()
+        out = json.dumps(doc, indent=2)
+    else:
+        lines = [escape_text(
+            f"{uri}: repo {got.repo_id}, commit {got.commit}, read in place: {got.bytes_read:,} of {got.bytes_total:,} "
+            f"bytes ({got.bytes_read / max(1, got.bytes_total):.1%}) of {len(got.files)} file(s); NaN/Inf checked "
+            f"only in the bytes read ({got.nonfinite_read} found)") for uri, got in read.items()]
+        if fmt == "text":
+            out = "\n".join(lines) + "\n" + out
+        else:
+            for line in lines:
+                click.echo(line, err=True)
+    print_to_stdout(out)
+    return run.exit_code
 
 
 def _check_one_file(paths: tuple[str, ...]) -> None:
