@@ -74,6 +74,7 @@ class LocalHub:
         self._hub = _server(self, _HubHandler)
         self._cdn = _server(self, _CdnHandler)
         self._threads: list[threading.Thread] = []
+        self._sha256: dict[int, tuple[bytes, str]] = {}  # id(blob) -> (blob, its sha256)
 
     # -- repository content ------------------------------------------------------------------
     def add_repo(self, repo_id: str, files: dict[str, bytes], *, commit: str, branch: str = "main",
@@ -130,11 +131,18 @@ class LocalHub:
         return [r for r in self.requests if r[1].startswith("/blobs/")]
 
     # -- lookups used by the handlers ---------------------------------------------------------
+    def sha256_of(self, data: bytes) -> str:
+        """sha256 of a blob, computed once per blob (range requests ask for the same blobs often)."""
+        known = self._sha256.get(id(data))
+        if known is None or known[0] is not data:
+            known = self._sha256[id(data)] = (data, hashlib.sha256(data).hexdigest())
+        return known[1]
+
     def blob(self, sha: str) -> bytes | None:
         for repo in self.repos.values():
             for files in repo.commits.values():
                 for data in files.values():
-                    if hashlib.sha256(data).hexdigest() == sha:
+                    if self.sha256_of(data) == sha:
                         return data
         return None
 
@@ -223,7 +231,7 @@ class _HubHandler(_Handler):
         if data is None:
             return self._error(404, "EntryNotFound", f"{filename} does not exist on \"{rev}\"",
                                {"X-Repo-Commit": commit})
-        sha = hashlib.sha256(data).hexdigest()
+        sha = hub.sha256_of(data)
         self._send(302, {
             "X-Repo-Commit": commit,
             "X-Linked-Etag": f'"{sha}"',
