@@ -9,8 +9,9 @@ baselines measured in the same run on the same file:
 - **naive torch loop**: what a user could write: ``safe_open(..., framework="pt")`` and, per
   tensor, ``t.float().std()`` and ``torch.isfinite(t).all()``.
 
-``verify`` runs as the CLI does (``python -m ckpttool verify FILE --format json --expect any``),
-each measurement in its own process, its peak RSS from ``wait4``. ``verify --no-hashes`` is the
+``verify`` runs as the CLI does (``ckpttool.cli.main(["verify", FILE, "--format", "json",
+"--expect", "any"])`` in a fresh process), each measurement in its own process, which reports its
+own peak RSS (``VmHWM``; ``wait4``'s figure would include the benchmark's pages copied at fork). ``verify --no-hashes`` is the
 same check without the file sha256 and the weights digest. With ``--baseline-tree DIR`` the verify
 of another checkout (e.g. a worktree of an older commit) is timed too, for before/after tables.
 
@@ -133,6 +134,26 @@ def write_model(path: Path, tensors: list[tuple[str, tuple[int, ...], str]], dty
 
 # ---------------------------------------------------------------- measurements
 
+# Each measured process prints its own peak RSS (VmHWM: the high-water mark of its memory map since
+# exec) as its last stderr line: wait4's ru_maxrss would count the benchmark's own pages, copied at fork.
+_HWM = """
+import sys
+for _line in open("/proc/self/status"):
+    if _line.startswith("VmHWM:"):
+        print("hwm", int(_line.split()[1]), file=sys.stderr)
+"""
+_CLI = """
+import sys
+from ckpttool.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+""" + _HWM + """
+sys.exit(code if isinstance(code, int) else 1)
+"""
 _READ = """
 import sys
 buf = bytearray(16 << 20); mv = memoryview(buf)
@@ -141,6 +162,7 @@ for _ in range(2):
         while f.readinto(mv):
             pass
 """
+_READ += _HWM
 _READ_ONCE = _READ.replace("range(2)", "range(1)")
 _SHA = """
 import hashlib, sys
@@ -149,7 +171,7 @@ with open(sys.argv[1], 'rb', buffering=0) as f:
     while (n := f.readinto(mv)):
         h.update(mv[:n])
 print(h.hexdigest())
-"""
+""" + _HWM
 _NAIVE = """
 import sys, torch
 from safetensors import safe_open
@@ -157,26 +179,24 @@ with safe_open(sys.argv[1], framework="pt") as f:
     for k in f.keys():
         t = f.get_tensor(k)
         t.float().std(); bool(torch.isfinite(t).all())
-"""
+""" + _HWM
 
 
 def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MB, stdout) of one process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    # run from a neutral folder: `python -c` puts the current folder first on sys.path, which would
+    # import this checkout's ckpttool whatever PYTHONPATH names
+    proc = subprocess.run(cmd, capture_output=True, env=env, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.decode()[-400:]}")
-    return wall, usage.ru_maxrss / 1024, out.decode()
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-400:]}")
+    hwm = [ln for ln in proc.stderr.decode().splitlines() if ln.startswith("hwm ")]
+    return wall, int(hwm[-1].split()[1]) / 1024, proc.stdout.decode()
 
 
 def _env(tree: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    return env
+    return dict(os.environ, PYTHONPATH=str(tree))
 
 
 def measure(path: Path, repeats: int, baseline_tree: Path | None, naive: bool) -> dict:
@@ -188,16 +208,16 @@ def measure(path: Path, repeats: int, baseline_tree: Path | None, naive: bool) -
         wall, rss, _ = _timed([py, "-c", _READ, str(path)])
         rows.setdefault("read", []).append((wall / 2, rss))  # two reads in one process
         rows.setdefault("sha256", []).append(_timed([py, "-c", _SHA, str(path)])[:2])
-        wall, rss, out = _timed([py, "-m", "ckpttool", "verify", str(path), "--format", "json", "--expect", "any"],
+        wall, rss, out = _timed([py, "-c", _CLI, "verify", str(path), "--format", "json", "--expect", "any"],
                                 env=_env(ROOT))
         rows.setdefault("verify", []).append((wall, rss))
         out_json = out
         rows.setdefault("verify_no_hashes", []).append(_timed(
-            [py, "-m", "ckpttool", "verify", str(path), "--format", "json", "--expect", "any", "--no-hashes"],
+            [py, "-c", _CLI, "verify", str(path), "--format", "json", "--expect", "any", "--no-hashes"],
             env=_env(ROOT))[:2])
         if baseline_tree is not None:
             rows.setdefault("verify_baseline", []).append(_timed(
-                [py, "-m", "ckpttool", "verify", str(path), "--format", "json", "--expect", "any"],
+                [py, "-c", _CLI, "verify", str(path), "--format", "json", "--expect", "any"],
                 env=_env(baseline_tree))[:2])
         if naive:
             rows.setdefault("naive_torch", []).append(_timed([py, "-c", _NAIVE, str(path)])[:2])
