@@ -60,7 +60,7 @@ def sweep_checkpoint(ckpt: Checkpoint, *, digest: bool = True, sampled_above: in
     pairs = WeightNormPairs()  # fed in name order: a gain (weight_g, original0) before its direction
     # one BLAS thread: the sweep already keeps both cores busy (reading, hashing, statistics), and
     # BLAS threads on top of it measured 1.5x slower on 2 cores
-    with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1, user_api="blas"):
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool, threadpool_limits(limits=1, user_api="blas"):
         # the statistics of one tensor (numpy, mostly without the GIL) run on the other core while
         # this one reads the next; at most _IN_FLIGHT tensors wait, so memory stays bounded
         pending: deque[Future] = deque()
@@ -96,6 +96,7 @@ def sweep_checkpoint(ckpt: Checkpoint, *, digest: bool = True, sampled_above: in
 
 
 _IN_FLIGHT = 4
+_WORKERS = 1
 
 
 def _sampled(ckpt: Checkpoint, info, values, scan) -> TensorStats:

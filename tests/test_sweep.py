@@ -193,7 +193,7 @@ def test_stored_values_gather_what_numpy_indexing_gives(tmp_path):
         with load_checkpoint(path) as ckpt:
             v = ckpt.values("w")
             rows = np.array([0, 3, 4, 150, 151, 299])
-            cases = [(v[rows], expected[rows]), (v[::7], expected[::7]), (v[10:20], expected[10:20]),
+            cases = [(v[rows], expected[rows]), (v[rows[::-1]], expected[rows[::-1]]), (v[::7], expected[::7]), (v[10:20], expected[10:20]),
                      (v[rows][:, [1, 5, 69]], expected[rows][:, [1, 5, 69]]), (v[-1], expected[-1]),
                      (v.T[[2, 9]], expected.T[[2, 9]]), (v.reshape(-1)[::997], expected.reshape(-1)[::997]),
                      (v[np.arange(300) % 2 == 0], expected[::2])]

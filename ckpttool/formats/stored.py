@@ -86,19 +86,19 @@ class StoredValues:
                 return np.array(raw[index])  # (not met by the statistics: numpy's own gather)
             return self._gather_transposed(first)
         picked = _selection(first, raw.shape[0])  # the first axis's selection, in order
+        order = None if np.all(picked[1:] >= picked[:-1]) else np.argsort(picked, kind="stable")
+        ordered = picked if order is None else picked[order]
         per = max(1, SPAN // max(1, raw.strides[0]))  # stored lines per span
         parts = []
-        start = 0
-        while start < picked.size:
-            end = start + 1
-            while end < picked.size and abs(int(picked[end]) - int(picked[start])) < per:
-                end += 1
-            sel = picked[start:end]
-            part = np.array(raw[sel])
-            parts.append(part[(slice(None), *rest)] if rest else part)
-            self._release(int(sel.min()), int(sel.max()) + 1)
-            start = end
+        if ordered.size:
+            spans = (ordered - ordered[0]) // per  # lines read together lie within one span
+            for sel in np.split(ordered, np.flatnonzero(np.diff(spans)) + 1):
+                part = np.array(raw[sel])
+                parts.append(part[(slice(None), *rest)] if rest else part)
+                self._release(int(sel[0]), int(sel[-1]) + 1)
         out = np.concatenate(parts) if parts else np.empty((0, *raw.shape[1:]), raw.dtype)[(slice(None), *rest)]
+        if order is not None:
+            out = out[np.argsort(order)]
         return out[0] if isinstance(first, (int, np.integer)) else out
 
     def _gather_transposed(self, first: Any) -> np.ndarray:
