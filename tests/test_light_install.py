@@ -20,16 +20,20 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
 from ckpttool.hashing import file_sha256
 from ckpttool.manifest import ManifestEntry, update_manifest
 from ckpttool.verify import judge_file
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ["numpy", "safetensors", "click", "rich", "huggingface_hub"]
+# the core dependencies as pyproject.toml declares them (markers included: pip evaluates them)
+CORE = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 # Build our wheel with this environment's setuptools when it has one (fast, offline); else pip fetches it.
 _NO_ISOLATION = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
-if sys.version_info < (3, 11):
-    CORE.append("tomli")
 
 # Runs the CLI in-process in a child, then reports its exit code and whether torch got imported.
 _CHILD = """
