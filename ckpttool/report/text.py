@@ -131,7 +131,7 @@ def render_tensor_table(tensors: Sequence[TensorStats], *, title: str = "") -> s
     con.print(table)
     sampled = [t.sampled for t in tensors if t.sampled is not None]
     if sampled:
+        size = f"{min(sampled):,}" + (f"-{max(sampled):,}" if max(sampled) != min(sampled) else "")
         con.print(f"~ sampled: mean, std and kurtosis of {len(sampled)} large tensor(s) come from fixed samples "
-                  f"of {min(sampled):,}-{max(sampled):,} entries; min, max, zeros and NaN/Inf count every entry",
-                  markup=False)
+                  f"of {size} entries; min, max, zeros and NaN/Inf count every entry", markup=False)
     return buf.getvalue().rstrip("\n")
