@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ckpttool.errors import CheckpointFormatError, CheckpointNotFoundError, InvalidArgumentError
-from ckpttool.formats import SAFETENSORS, detect_format, release_pages, release_view
+from ckpttool.formats import SAFETENSORS, detect_format, release_view
 from ckpttool.formats.dispatch import check_materialised, open_pickled
 from ckpttool.formats.dtypes import TORCH_DTYPES
 from ckpttool.formats.safetensors import SafetensorsFile
@@ -146,11 +146,7 @@ class Checkpoint:
         Raises:
             InvalidArgumentError: no tensor has that name.
         """
-        source = self._source(name)
-        if self._view is None:  # a reader without a mapping: one piece
-            yield self.raw(name).reshape(-1)
-            return
-        view, base = self._reader(self._view)(source)
+        view, base = self.stored_view(name)
         native = view.dtype.newbyteorder("=")
         if view.size == 0:
             return
@@ -167,7 +163,7 @@ class Checkpoint:
         per = max(1, step // max(1, rows.shape[1]))
         for i in range(0, rows.shape[0], per):
             yield np.array(rows[i : i + per], dtype=native, order="C").reshape(-1)
-        self._release_all(view, base)
+        release_view(base, view)
 
     def stored_view(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         """One tensor's stored values as a view into the mapped file, and that mapping (for a reader
@@ -185,26 +181,14 @@ class Checkpoint:
     def values(self, name: str) -> StoredValues:
         """One tensor's values, widened only where indexed (``ckpttool.formats.stored``): what the
         statistics of a large tensor sample from. Its pages stay mapped until ``release(name)``."""
-        source = self._source(name)
-        if self._view is None:
-            return StoredValues(self.raw(name), TORCH_DTYPES[self._infos[name].dtype])
-        view, base = self._reader(self._view)(source)
+        view, base = self.stored_view(name)
         return StoredValues(view, TORCH_DTYPES[self._infos[name].dtype], base)
 
     def release(self, name: str) -> None:
         """Drop the mapped pages of one tensor (after sampling it through ``values``)."""
-        if self._view is not None and self._read is not None:
-            view, base = self._view(self._source(name))
-            self._release_all(view, base)
-
-    @staticmethod
-    def _release_all(view: np.ndarray, base: np.ndarray | None) -> None:
-        if base is None or view.size == 0:
-            return
-        # the bytes between the view's first and last element (strides >= 0: the readers refuse others)
-        first = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        span = sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True)) + view.itemsize
-        release_pages(base, max(0, first), min(base.nbytes, first + span))
+        if self._view is not None and self._read is not None:  # (without a mapping there is nothing to drop)
+            view, base = self.stored_view(name)
+            release_view(base, view)
 
     def _reader(self, read: Callable[[Any], np.ndarray] | None) -> Callable[[Any], np.ndarray]:
         if self._read is None or read is None:

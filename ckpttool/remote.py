@@ -31,6 +31,8 @@ from ckpttool.errors import WeightsUnavailableError
 from ckpttool.formats.dtypes import widen
 from ckpttool.formats.safetensors import StoredTensor, read_header
 from ckpttool.formats.stored import StoredValues
+from ckpttool.loading import TensorInfo
+from ckpttool.sharded import ShardIndex, check_shard_contents, parse_shard_index
 from ckpttool.verdict import Verdict, judge
 from ckpttool.verdict.raw_scan import RawScan
 from ckpttool.verdict.stats import (
@@ -96,19 +98,20 @@ def judge_remote(repo_id: str, revision: str | None = None, *, filename: str | N
     files, index = _weight_files(repo_id, revision, filename)
     reader = _Reader()
     tensors: list[tuple[RemoteFile, StoredTensor]] = []
+    held = []  # (file name, the tensor names its header lists)
     for f in files:
         stored, _ = read_header(f"hf://{repo_id}/{f.filename}", _HeaderStream(f, reader), size=f.size)
         tensors += [(f, t) for t in stored]
+        held.append((f.filename, [t.name for t in stored]))
+    if index is not None:  # the index and the shards' headers agree, as for a local sharded model
+        check_shard_contents(index, held)
     names = [t.name for _, t in tensors]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise WeightsUnavailableError(f"hf://{repo_id}: tensor {dup!r} is in two weight files; the repo is inconsistent")
     renamed, _ = strip_prefixes(names)
     plans = [_plan(f, t) for f, t in tensors]
     reader.fetch([r for p in plans for r in p.ranges])
     found, pairs, nonfinite = {}, WeightNormPairs(), 0
     for name, plan in sorted(zip(renamed, plans, strict=True), key=lambda x: x[0]):
-        info = _Info(name, plan.tensor.shape, plan.tensor.dtype.name, math.prod(plan.tensor.shape))
+        info = TensorInfo(name, plan.tensor.shape, plan.tensor.dtype.name, math.prod(plan.tensor.shape))
         raw = np.frombuffer(b"".join(reader.bytes(r) for r in plan.ranges), dtype=plan.tensor.dtype.raw)
         raw = raw.reshape(plan.shape)
         if plan.whole:
@@ -125,22 +128,15 @@ def judge_remote(repo_id: str, revision: str | None = None, *, filename: str | N
         pairs.add(name, values)
     stats = tuple(finish_checkpoint_stats([found[n] for n in renamed], pairs))
     verdict = judge(stats, include_head=include_head, count_stem=count_stem, ordered=False)
-    return RemoteJudgement(repo_id, revision, files[0].commit, tuple(files), index, reader.total,
+    return RemoteJudgement(repo_id, revision, files[0].commit, tuple(files),
+                           None if index is None else index.path.rsplit("/", 1)[-1], reader.total,
                            sum(f.size for f in files), nonfinite, stats, verdict)
 
 
-@dataclass(frozen=True)
-class _Info:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    numel: int
-
-
-def _weight_files(repo_id: str, revision: str | None, filename: str | None) -> tuple[list[RemoteFile], str | None]:
-    """The repo's safetensors weights, found as transformers finds them: the index first."""
-    from ckpttool.sharded import parse_shard_index
-
+def _weight_files(repo_id: str, revision: str | None, filename: str | None
+                  ) -> tuple[list[RemoteFile], ShardIndex | None]:
+    """The repo's safetensors weights, found as transformers finds them (the index first), and the
+    parsed index for a sharded model."""
     where = f"hf://{repo_id}{'@' + revision if revision else ''}"
     if filename is not None and not filename.endswith((".safetensors", ".safetensors.index.json")):
         raise WeightsUnavailableError(f"{where}/{filename}: --remote reads safetensors files (and their "
@@ -157,33 +153,20 @@ def _weight_files(repo_id: str, revision: str | None, filename: str | None) -> t
         raise WeightsUnavailableError(f"{where} has no file {filename!r}; check the file name in the repo")
     if index is not None:
         raw = reader.read(index, 0, index.size)
-        parsed = parse_shard_index(_IndexName(repo_id, name), raw)
+        parsed = parse_shard_index(f"hf://{repo_id}/{name}", raw)
         files = []
         for shard in parsed.shards:  # pinned to the index's commit: a moving branch cannot mix saves
             got = remote_file(repo_id, shard, revision=index.commit or revision)
             if got is None:
                 raise WeightsUnavailableError(f"{where}: {name} names {shard!r}, which the repo does not have")
             files.append(got)
-        return files, name
+        return files, parsed
     single = remote_file(repo_id, SINGLE, revision=revision)
     if single is not None:
         return [single], None
     raise WeightsUnavailableError(
         f"{where} has neither {INDEX} nor {SINGLE}: --remote reads safetensors weights only (a pickle is read "
         "whole to be read safely); drop --remote to download it")
-
-
-class _IndexName(str):
-    """The index's name in messages (``parse_shard_index`` takes a path)."""
-
-    def __new__(cls, repo_id: str, name: str):
-        return super().__new__(cls, f"hf://{repo_id}/{name}")
-
-    @property
-    def parent(self):  # shard names are checked against a folder; a repo is one
-        from pathlib import PurePosixPath
-
-        return PurePosixPath("/")
 
 
 @dataclass(frozen=True)

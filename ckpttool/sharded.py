@@ -115,8 +115,9 @@ def read_shard_index(path: str | Path) -> ShardIndex:
     return parse_shard_index(path, raw)
 
 
-def parse_shard_index(path: Path, raw: bytes) -> ShardIndex:
-    """:func:`read_shard_index` of bytes already read (``path`` names it in messages and locates its shards)."""
+def parse_shard_index(path: Path | str, raw: bytes) -> ShardIndex:
+    """:func:`read_shard_index` of bytes already read (``path`` names it in messages; a local one also
+    locates its shards, a hub one, ``hf://ORG/REPO/NAME``, only names it)."""
     if len(raw) > MAX_INDEX_BYTES:
         raise ShardIndexError(f"shard index {path} is larger than {MAX_INDEX_BYTES >> 20} MiB; "
                               "an index lists names only, this is not one")
@@ -285,28 +286,14 @@ def _join(index: ShardIndex, shards: list[Checkpoint], files: tuple[Path, ...]) 
     if len(formats) > 1:
         raise ShardIndexError(f"the shards of {index.path} are in different formats ({', '.join(sorted(formats))}); "
                               "a model's shards are saved one way")
-    where: dict[str, str] = {}  # stored name -> shard it is in
     entries = []  # (stored name, shard checkpoint, name in the shard)
+    held = []  # (shard name, the stored names it holds)
     for name, ckpt in zip(index.shards, shards, strict=True):
         prefix = "".join(ckpt.stripped_prefixes)  # the shard's own stripping, undone: names as stored
-        held = []
-        for t in ckpt.tensors:
-            stored = prefix + t.name
-            if stored in where:
-                raise ShardIndexError(f"tensor {_show(stored)} is in two shards of {index.path}: "
-                                      f"{_show(where[stored])} and {_show(name)}; which one is the model's is "
-                                      "not defined; re-save the model")
-            where[stored] = name
-            held.append(stored)
-            entries.append((stored, ckpt, t))
-        _check_listed(index, name, held)
-    absent = [n for n in index.weight_map if n not in where]
-    if absent:
-        shard = index.weight_map[absent[0]]
-        absent = [n for n in absent if index.weight_map[n] == shard]
-        raise ShardIndexError(
-            f"{index.path} lists {len(absent)} tensor(s) in shard {_show(shard)} that it does not hold: "
-            f"{_names(absent)}; the shard is incomplete or from another save")
+        mine = [(prefix + t.name, ckpt, t) for t in ckpt.tensors]
+        entries += mine
+        held.append((name, [e[0] for e in mine]))
+    check_shard_contents(index, held)
     extra = tuple(p for p in shards[0].stripped_prefixes
                   if p not in DEFAULT_PREFIXES and all(p in c.stripped_prefixes for c in shards))
     names, stripped = strip_prefixes([e[0] for e in entries], extra)
@@ -336,6 +323,31 @@ def _join(index: ShardIndex, shards: list[Checkpoint], files: tuple[Path, ...]) 
         close=close,
         shards=files,
     )
+
+
+def check_shard_contents(index: ShardIndex, held: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """The tensors the shards hold (``(shard name, stored names)``, in the index's shard order) against
+    the index: none in two shards, each listed for the shard that holds it, none listed but absent.
+
+    Raises:
+        ShardIndexError: the first disagreement, in that order, shard by shard.
+    """
+    where: dict[str, str] = {}  # stored name -> shard it is in
+    for name, names in held:
+        for stored in names:
+            if stored in where:
+                raise ShardIndexError(f"tensor {_show(stored)} is in two shards of {index.path}: "
+                                      f"{_show(where[stored])} and {_show(name)}; which one is the model's is "
+                                      "not defined; re-save the model")
+            where[stored] = name
+        _check_listed(index, name, list(names))
+    absent = [n for n in index.weight_map if n not in where]
+    if absent:
+        shard = index.weight_map[absent[0]]
+        absent = [n for n in absent if index.weight_map[n] == shard]
+        raise ShardIndexError(
+            f"{index.path} lists {len(absent)} tensor(s) in shard {_show(shard)} that it does not hold: "
+            f"{_names(absent)}; the shard is incomplete or from another save")
 
 
 def _check_listed(index: ShardIndex, shard: str, held: list[str]) -> None:

@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ckpttool.digest import WeightsHasher
@@ -60,20 +61,21 @@ def sweep_checkpoint(ckpt: Checkpoint, *, digest: bool = True, sampled_above: in
     pairs = WeightNormPairs()  # fed in name order: a gain (weight_g, original0) before its direction
     # one BLAS thread: the sweep already keeps both cores busy (reading, hashing, statistics), and
     # BLAS threads on top of it measured 1.5x slower on 2 cores
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool, threadpool_limits(limits=1, user_api="blas"):
+    with ThreadPoolExecutor(max_workers=1) as pool, threadpool_limits(limits=1, user_api="blas"):
         # the statistics of one tensor (numpy, mostly without the GIL) run on the other core while
-        # this one reads the next; at most _IN_FLIGHT tensors wait, so memory stays bounded
+        # this one reads the next; at most _IN_FLIGHT tensors wait, so memory stays bounded (a second
+        # statistics thread measured no faster: the GIL holds them back)
         pending: deque[Future] = deque()
         for info in sorted(ckpt.tensors, key=lambda t: t.name):
             while len(pending) >= _IN_FLIGHT:
                 pending.popleft().result()
             if hasher is not None:
                 hasher.tensor(info.name, info.dtype, info.shape, ckpt.nbytes(info.name))
-            dtype = TORCH_DTYPES.get(info.dtype)
-            if info.numel > sampled_above and dtype is not None and not dtype.name.startswith("complex"):
+            dtype = TORCH_DTYPES[info.dtype]  # every dtype a reader accepts is there
+            if info.numel > sampled_above and not dtype.name.startswith("complex"):
                 # a matrix is read in whole rows, so that the scan can also sum its probed columns
                 shape = matrix_shape(info.shape)
-                row = shape[1] * ckpt.nbytes(info.name) // max(1, info.numel) if shape else 1
+                row = shape[1] * np.dtype(dtype.raw).itemsize if shape else 1
                 scan = RawScan(dtype, (shape[1], probe_lines(shape[1])) if shape else None)
                 for chunk in ckpt.raw_chunks(info.name, max(row, CHUNK_BYTES - CHUNK_BYTES % row)):
                     if hasher is not None:
@@ -86,7 +88,7 @@ def sweep_checkpoint(ckpt: Checkpoint, *, digest: bool = True, sampled_above: in
                 raw = ckpt.raw(info.name)
                 if hasher is not None:
                     hasher.values(raw)
-                array = widen(raw, dtype) if dtype is not None else ckpt.array(info.name)
+                array = widen(raw, dtype)
                 pairs.add(info.name, array)
                 job = pool.submit(compute_tensor_stats, info, array)
             found[info.name] = job
@@ -96,7 +98,6 @@ def sweep_checkpoint(ckpt: Checkpoint, *, digest: bool = True, sampled_above: in
 
 
 _IN_FLIGHT = 4
-_WORKERS = 1
 
 
 def _sampled(ckpt: Checkpoint, info, values, scan) -> TensorStats:

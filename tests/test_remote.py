@@ -60,6 +60,12 @@ def hub(tmp_path_factory):
             h.add_repo(name, _repo_files(tmp_path_factory.mktemp(name.split("/")[1]), _vit(trained, seed)),
                        commit=COMMIT)
         h.add_repo("org/pickles", {"pytorch_model.bin": b"not read"}, commit=COMMIT)
+        # an index listing a tensor its shard's header does not hold: refused as for a local model
+        files = _repo_files(tmp_path_factory.mktemp("bad-index"), {"blocks.0.fc.weight": torch.zeros(8, 8)})
+        index = json.loads(files["model.safetensors.index.json"])
+        index["weight_map"]["blocks.1.fc.weight"] = next(iter(index["weight_map"].values()))
+        h.add_repo("org/bad-index", {**files, "model.safetensors.index.json": json.dumps(index).encode()},
+                   commit=COMMIT)
         yield h
 
 
@@ -103,6 +109,7 @@ def test_remote_text_says_how_much_was_read(cli, hub, tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (("hf://org/pickles", "--remote"), "safetensors weights only"),
+    (("hf://org/bad-index", "--remote"), "does not hold: 'blocks.1.fc.weight'"),
     (("hf://org/missing", "--remote"), "org/missing"),
     (("hf://org/vit-random/pytorch_model.bin", "--remote"), "safetensors files"),
     (("model.safetensors", "--remote"), "hf://ORG/REPO"),

@@ -55,13 +55,15 @@ def release_pages(mapped: np.memmap | None, start: int, end: int) -> None:
 
 
 def release_view(base: np.ndarray | None, view: np.ndarray) -> None:
-    """``release_pages`` for the bytes that ``view``, a contiguous view into the memory map ``base``,
-    spans (located by address: chunk views keep no offset of their own)."""
-    if base is None or view.nbytes == 0:
+    """``release_pages`` for the bytes that ``view``, a view into the memory map ``base``, spans from
+    its first to its last element (located by address: views keep no offset of their own; strides
+    are >= 0, as the readers refuse others). A private array (not inside ``base``) is left alone."""
+    if base is None or view.size == 0:
         return
     start = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-    if 0 <= start and start + view.nbytes <= base.nbytes:
-        release_pages(base, start, start + view.nbytes)
+    span = sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True)) + view.itemsize
+    if 0 <= start and start + span <= base.nbytes:
+        release_pages(base, start, start + span)
 
 
 def open_regular(path: Path):

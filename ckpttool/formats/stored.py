@@ -95,7 +95,7 @@ class StoredValues:
             for sel in np.split(ordered, np.flatnonzero(np.diff(spans)) + 1):
                 part = np.array(raw[sel])
                 parts.append(part[(slice(None), *rest)] if rest else part)
-                self._release(int(sel[0]), int(sel[-1]) + 1)
+                release_view(self.base, raw[int(sel[0]) : int(sel[-1]) + 1])
         out = np.concatenate(parts) if parts else np.empty((0, *raw.shape[1:]), raw.dtype)[(slice(None), *rest)]
         if order is not None:
             out = out[np.argsort(order)]
@@ -112,15 +112,6 @@ class StoredValues:
             parts.append(np.array(block[first]))
             release_view(self.base, block)
         return np.concatenate(parts, axis=-1)
-
-    def _release(self, first: int, last: int) -> None:
-        """Drop the pages of stored lines ``[first, last)`` (first axis) of a C-ordered view."""
-        raw = self.raw
-        if raw.ndim == 0:
-            return
-        block = raw[first:last]
-        if block.flags.c_contiguous:
-            release_view(self.base, block)
 
 
 def _selection(index: Any, n: int) -> np.ndarray:

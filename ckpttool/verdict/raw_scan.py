@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ckpttool.formats.dtypes import DType, fp8_table, widen
+from ckpttool.formats.dtypes import DType, widen
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ _IEEE = {
 }
 # widened to float32 first, as ``Checkpoint.array`` gives them (exact for fp8; for fp64 the same
 # rounding, so a value beyond float32's range counts as Inf in both)
-_WIDENED_FIRST = {"fp8", "float64"}
+_WIDENED_FIRST = {"float64"}
 
 
 class RawScan:
@@ -69,7 +69,7 @@ class RawScan:
             self._bits = signed.itemsize * 8
             self._mag = (1 << (self._bits - 1)) - 1
             self._inf = ieee[2]
-            self._neg_inf_key = -1 - ieee[2]  # the key of -inf (see _keys)
+            self._neg_inf_key = -1 - ieee[2]  # the key of -inf (see add)
         self._buf: np.ndarray | None = None
         self._mask: np.ndarray | None = None
 
@@ -88,7 +88,7 @@ class RawScan:
             self.zeros += values.size - int(np.count_nonzero(values))
             return
         if self._widen:
-            chunk = fp8_table(self.dtype.name)[chunk] if self.dtype.kind == "fp8" else chunk.astype(np.float32)
+            chunk = widen(chunk, self.dtype)
         v = chunk.view(self._ieee[0])
         keys, mags = self._buffers(v.size)
         # key = v for v >= 0; v with its magnitude bits flipped for v < 0: integer order = float order
